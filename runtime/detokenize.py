@@ -45,6 +45,8 @@ class IncrementalDetokenizer:
         self.read_offset = len(self.ids)
         self.text = ""  # all decoded output text so far
         self.emitted_len = 0  # chars of self.text already handed out
+        # (prefix_offset, read_offset, len(text)) before each output id, for rollback()
+        self._checkpoints: list[tuple[int, int, int]] = []
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
@@ -52,6 +54,7 @@ class IncrementalDetokenizer:
     def add(self, token_ids: list[int]) -> str:
         """Feed new token ids; return the text delta that is safe to show now."""
         for tid in token_ids:
+            self._checkpoints.append((self.prefix_offset, self.read_offset, len(self.text)))
             self.ids.append(tid)
             prefix_text = self._decode(self.ids[self.prefix_offset:self.read_offset])
             new_text = self._decode(self.ids[self.prefix_offset:])
@@ -61,6 +64,17 @@ class IncrementalDetokenizer:
                 self.read_offset = len(self.ids)
         return self._take(hold_back=self._stop_prefix_len())
 
+    def rollback(self, k: int) -> None:
+        """Forget the last k output ids (jump-forward re-tokenized them). Their replacement decodes
+        to the same string, so text already handed out stays valid."""
+        if k <= 0:
+            return
+        k = min(k, len(self._checkpoints))
+        self.prefix_offset, self.read_offset, text_len = self._checkpoints[-k]
+        del self._checkpoints[-k:]
+        del self.ids[len(self.ids) - k:]
+        self.text = self.text[:text_len]
+
     def finish(self, finish: FinishReason | None) -> str:
         """Flush the rest (cut before a matched stop string); return the final delta."""
         tail = self._decode(self.ids[self.prefix_offset:])
@@ -69,8 +83,6 @@ class IncrementalDetokenizer:
             self.text += tail[len(prefix_text):]
             self.prefix_offset = self.read_offset = len(self.ids)
         self.text = trim_at_stop(self.text, finish)
-        if len(self.text) < self.emitted_len:  # cannot happen with hold-back; keep the invariant
-            self.emitted_len = len(self.text)
         return self._take(hold_back=0)
 
     def _stop_prefix_len(self) -> int:

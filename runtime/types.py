@@ -172,6 +172,9 @@ class Req:
     slot_ids: list[int] = field(default_factory=list)  # K/V slot of token i, for i < kv_len
     prefix_len: int = 0  # tree-owned, locked
     last_node: Any = None  # radix node locked for [0, prefix_len)
+    # The runner must rewrite the request's whole ReqToToken row before the next forward (set when
+    # slot_ids changed below kv_len: admission, cache_progress swapping duplicates for tree slots).
+    table_dirty: bool = False
     cached_tokens: int = 0  # prompt tokens served from the cache at first admission
     # --- constrained decoding ---
     grammar: Any = None  # a GrammarMatcher, or None

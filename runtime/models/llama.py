@@ -1,0 +1,225 @@
+"""Our own forward for the Llama family (Llama 1-3, SmolLM, Mistral, Qwen2).
+
+Flat on purpose: weights are plain tensors in per-layer dataclasses (no nn.Module call overhead per
+layer), q/k/v projections are one fused matmul and gate/up another, RoPE is one cos/sin table
+indexed by position and applied to q and k in one go. Attention goes only through
+`arborlm.kernels.attention`, which also writes the new K/V into the pool.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from arborlm.kernels.attention import AttentionMetadata, attention
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
+
+
+@dataclass
+class LlamaArgs:
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_type: str
+    rope_params: dict[str, Any]
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    sliding_window: int | None  # None: full attention
+
+    @classmethod
+    def from_hf(cls, cfg: Any) -> LlamaArgs:
+        """Read a transformers config (v4 `rope_theta`/`rope_scaling` or v5 `rope_parameters`)."""
+        model_type = getattr(cfg, "model_type", None)
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"model_type {model_type!r} is not supported; supported: {list(SUPPORTED_MODEL_TYPES)}")
+        act = getattr(cfg, "hidden_act", "silu")
+        if act not in ("silu", "swish"):
+            raise ValueError(f"hidden_act {act!r} is not supported (only silu / SwiGLU)")
+        rp = getattr(cfg, "rope_parameters", None)
+        if not isinstance(rp, dict) or not rp:
+            rp = dict(getattr(cfg, "rope_scaling", None) or {})
+            rp.setdefault("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+        rope_type = rp.get("rope_type", rp.get("type")) or "default"
+        if rope_type not in SUPPORTED_ROPE_TYPES:
+            raise ValueError(f"rope_type {rope_type!r} is not supported; supported: {list(SUPPORTED_ROPE_TYPES)}")
+        partial = rp.get("partial_rotary_factor", getattr(cfg, "partial_rotary_factor", 1.0))
+        if partial not in (None, 1.0):
+            raise ValueError(f"partial_rotary_factor={partial} is not supported")
+        num_heads = cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // num_heads
+        num_kv = getattr(cfg, "num_key_value_heads", None) or num_heads
+        if num_heads % num_kv:
+            raise ValueError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
+        sliding = getattr(cfg, "sliding_window", None)
+        if model_type == "qwen2" and not getattr(cfg, "use_sliding_window", False):
+            sliding = None
+        if model_type == "llama":
+            sliding = None
+        return cls(
+            model_type=model_type,
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_layers=cfg.num_hidden_layers,
+            num_heads=num_heads,
+            num_kv_heads=num_kv,
+            head_dim=head_dim,
+            rms_norm_eps=float(cfg.rms_norm_eps),
+            rope_theta=float(rp.get("rope_theta", 10000.0)),
+            rope_type=rope_type,
+            rope_params=rp,
+            max_position_embeddings=cfg.max_position_embeddings,
+            tie_word_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
+            sliding_window=sliding,
+        )
+
+
+def rope_inv_freq(args: LlamaArgs) -> torch.Tensor:
+    """`[head_dim // 2]` float32 inverse frequencies, as transformers computes them."""
+    dim = args.head_dim
+    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    p = args.rope_params
+    if args.rope_type == "linear":
+        inv_freq = inv_freq / float(p["factor"])
+    elif args.rope_type == "llama3":
+        factor = float(p["factor"])
+        low, high = float(p["low_freq_factor"]), float(p["high_freq_factor"])
+        old_ctx = float(p["original_max_position_embeddings"])
+        low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+@dataclass
+class LayerWeights:
+    ln1: torch.Tensor  # [hidden]
+    qkv_w: torch.Tensor  # [(H + 2*Hkv) * D, hidden]
+    qkv_b: torch.Tensor | None
+    o_w: torch.Tensor  # [hidden, H * D]
+    o_b: torch.Tensor | None
+    ln2: torch.Tensor
+    gate_up_w: torch.Tensor  # [2 * intermediate, hidden]
+    gate_up_b: torch.Tensor | None
+    down_w: torch.Tensor  # [hidden, intermediate]
+    down_b: torch.Tensor | None
+
+
+class LlamaModel:
+    def __init__(
+        self,
+        hf_config: Any,
+        state_dict: dict[str, torch.Tensor],
+        max_context_len: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.args = a = LlamaArgs.from_hf(hf_config)
+        self.device = torch.device(device)
+        sd = state_dict
+
+        def get(name: str) -> torch.Tensor:
+            if name not in sd:
+                raise ValueError(f"weight {name!r} missing from the checkpoint ({a.model_type})")
+            return sd[name].to(self.device)
+
+        def opt(name: str) -> torch.Tensor | None:
+            return sd[name].to(self.device) if name in sd else None
+
+        def cat(names: list[str], bias: bool) -> torch.Tensor | None:
+            ts = [opt(n) for n in names] if bias else [get(n) for n in names]
+            if bias and all(t is None for t in ts):
+                return None
+            if any(t is None for t in ts):
+                raise ValueError(f"checkpoint has only some of {names}")
+            return torch.cat(ts, dim=0).contiguous()  # type: ignore[arg-type]
+
+        self.embed = get("model.embed_tokens.weight")  # [vocab, hidden]
+        self.dtype = self.embed.dtype
+        lm_head = None if a.tie_word_embeddings else opt("lm_head.weight")
+        self.lm_head = self.embed if lm_head is None else lm_head  # [vocab, hidden]
+        self.norm = get("model.norm.weight")
+        self.layers: list[LayerWeights] = []
+        for i in range(a.num_layers):
+            p = f"model.layers.{i}."
+            qkv = [p + f"self_attn.{n}_proj" for n in ("q", "k", "v")]
+            gu = [p + f"mlp.{n}_proj" for n in ("gate", "up")]
+            self.layers.append(
+                LayerWeights(
+                    ln1=get(p + "input_layernorm.weight"),
+                    qkv_w=cat([n + ".weight" for n in qkv], bias=False),  # type: ignore[arg-type]
+                    qkv_b=cat([n + ".bias" for n in qkv], bias=True),
+                    o_w=get(p + "self_attn.o_proj.weight"),
+                    o_b=opt(p + "self_attn.o_proj.bias"),
+                    ln2=get(p + "post_attention_layernorm.weight"),
+                    gate_up_w=cat([n + ".weight" for n in gu], bias=False),  # type: ignore[arg-type]
+                    gate_up_b=cat([n + ".bias" for n in gu], bias=True),
+                    down_w=get(p + "mlp.down_proj.weight"),
+                    down_b=opt(p + "mlp.down_proj.bias"),
+                )
+            )
+        self.vocab_size = int(self.lm_head.shape[0])
+        self.scale = a.head_dim**-0.5
+        # RoPE tables `[max_context_len, head_dim]` in the model dtype (transformers computes cos/sin
+        # in fp32 and casts to the activation dtype). rotate_half(x) = roll(x, D/2) * [-1.., +1..],
+        # so the sign is folded into sin once here.
+        freqs = torch.outer(torch.arange(max_context_len, dtype=torch.float32), rope_inv_freq(a))
+        emb = torch.cat([freqs, freqs], dim=-1)  # [P, D]
+        half = a.head_dim // 2
+        sign = torch.cat([-torch.ones(half), torch.ones(half)])
+        self.cos = emb.cos().to(self.dtype).to(self.device)
+        self.sin_signed = (emb.sin().to(self.dtype) * sign.to(self.dtype)).to(self.device)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        meta: AttentionMetadata,
+        k_buffers: list[torch.Tensor],
+        v_buffers: list[torch.Tensor],
+        logits_idx: torch.Tensor,
+    ) -> torch.Tensor:
+        """input_ids, positions `[T]` int64 (packed rows); returns float32 logits `[len(logits_idx), vocab]`
+        for the packed token indices in `logits_idx` only (lm_head is the biggest matmul)."""
+        a = self.args
+        t = input_ids.shape[0]
+        nh, nkv, d = a.num_heads, a.num_kv_heads, a.head_dim
+        q_end, k_end = nh * d, (nh + nkv) * d
+        half = d // 2
+        eps = a.rms_norm_eps
+        hidden = (a.hidden_size,)
+        inter = a.intermediate_size
+        cos = self.cos.index_select(0, positions).unsqueeze(1)  # [T, 1, D]
+        sin = self.sin_signed.index_select(0, positions).unsqueeze(1)
+        h = F.embedding(input_ids, self.embed)  # [T, hidden]
+        for li, w in enumerate(self.layers):
+            x = F.rms_norm(h, hidden, w.ln1, eps)
+            qkv = F.linear(x, w.qkv_w, w.qkv_b)  # [T, (H + 2Hkv) * D]
+            qk = qkv[:, :k_end].view(t, nh + nkv, d)
+            qk = qk * cos + torch.roll(qk, half, -1) * sin  # RoPE on q and k at once
+            v = qkv[:, k_end:].view(t, nkv, d)
+            o = attention(qk[:, :nh], qk[:, nh:], v, k_buffers[li], v_buffers[li], meta, self.scale)
+            h = h + F.linear(o.reshape(t, q_end), w.o_w, w.o_b)
+            x = F.rms_norm(h, hidden, w.ln2, eps)
+            gu = F.linear(x, w.gate_up_w, w.gate_up_b)  # [T, 2 * intermediate]
+            h = h + F.linear(F.silu(gu[:, :inter]) * gu[:, inter:], w.down_w, w.down_b)
+        if logits_idx.shape[0] != t:
+            h = h.index_select(0, logits_idx)
+        h = F.rms_norm(h, hidden, self.norm, eps)
+        return F.linear(h, self.lm_head).float()

@@ -1,0 +1,93 @@
+"""The detokenizer process: token ids → text deltas, one IncrementalDetokenizer per request.
+
+A separate process so decoding (pure Python for many tokenizers) never delays a scheduler step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from typing import Any
+
+import zmq
+
+from arborlm.runtime.detokenize import IncrementalDetokenizer
+from arborlm.runtime.server.io_struct import BatchTextOutput, BatchTokenOutput, IpcNames, TextOutput
+from arborlm.runtime.server.scheduler_process import PARENT_CHECK_MS, become_child_process
+
+logger = logging.getLogger("arborlm.detokenizer")
+
+
+def rollback(detok: IncrementalDetokenizer, k: int) -> None:
+    """Drop the last k ids, whose text the replacement ids will produce again.
+
+    Jump-forward re-tokenizes a boundary: the string is unchanged, only the ids differ. So remove
+    the dropped ids' text from `detok.text`; text already handed out stays handed out, and
+    `emitted_len` simply runs ahead until the replacement ids re-create the same characters.
+    """
+    if k <= 0:
+        return
+    if hasattr(detok, "rollback"):  # the shared implementation, once runtime/detokenize.py has it
+        detok.rollback(k)
+        return
+    keep = max(0, len(detok.ids) - k)
+    if keep < detok.read_offset:  # some dropped ids were already decoded into detok.text
+        start = min(detok.prefix_offset, keep)
+        decoded = detok._decode(detok.ids[start:detok.read_offset])
+        kept = detok._decode(detok.ids[start:keep])
+        removed = max(0, len(decoded) - len(kept))
+        detok.text = detok.text[: len(detok.text) - removed] if removed else detok.text
+        detok.read_offset = keep
+        detok.prefix_offset = start
+    detok.ids = detok.ids[:keep]
+
+
+class Detokenizer:
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.states: dict[str, IncrementalDetokenizer] = {}
+
+    def process(self, batch: BatchTokenOutput) -> BatchTextOutput:
+        out: list[TextOutput] = []
+        for o in batch.outputs:
+            init = batch.inits.get(o.rid)
+            if init is not None:
+                self.states[o.rid] = IncrementalDetokenizer(
+                    self.tokenizer, init.skip_special_tokens, init.stop, init.prompt_tail_ids
+                )
+            detok = self.states.get(o.rid)
+            text = ""
+            if detok is not None:
+                rollback(detok, o.num_rollback)
+                text = detok.add(list(o.new_token_ids))
+                if o.finished:
+                    text += detok.finish(o.finish_reason)
+            if o.finished:
+                self.states.pop(o.rid, None)
+            out.append(TextOutput(o.rid, text, list(o.new_token_ids), o.num_rollback, o.finished,
+                                  o.finish_reason, dict(o.meta)))
+        return BatchTextOutput(out)
+
+
+def run_detokenizer_process(tokenizer_path: str, ipc: IpcNames, log_level: str) -> None:
+    parent_pid = become_child_process("detokenizer", log_level)
+    from transformers import AutoTokenizer
+
+    detok = Detokenizer(AutoTokenizer.from_pretrained(tokenizer_path))
+    ctx = zmq.Context()
+    recv = ctx.socket(zmq.PULL)
+    recv.bind(ipc.detokenizer_in)
+    send = ctx.socket(zmq.PUSH)
+    send.connect(ipc.main_in)
+    try:
+        while True:
+            if not recv.poll(PARENT_CHECK_MS):
+                if os.getppid() != parent_pid:
+                    return
+                continue
+            batch = recv.recv_pyobj()
+            send.send_pyobj(detok.process(batch))
+    except Exception:
+        logger.error("detokenizer crashed:\n%s", traceback.format_exc())
+        raise SystemExit(1) from None

@@ -1,0 +1,127 @@
+"""Waiting on a route's requests: merged outputs, first-output gating, disconnects, SSE framing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from arborlm.runtime.server.io_struct import TextOutput
+from arborlm.runtime.server.protocol import ApiError
+from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager
+
+T = TypeVar("T")
+DISCONNECT_POLL_S = 0.25
+
+
+def sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def output_error(out: TextOutput) -> ApiError | None:
+    """The error a finished output carries (grammar compile failure → 400, dead child → 503)."""
+    err = out.meta.get("error") if out.finished else None
+    if not err:
+        return None
+    return ApiError(str(err.get("message", "request failed")), status=int(err.get("code") or 500),
+                    param=err.get("param"), type=str(err.get("type", "server_error")))
+
+
+class Merged:
+    """(choice index, output) from several requests, in arrival order, until all finish.
+    Closing it early aborts the requests still running (frees their KV)."""
+
+    def __init__(self, tm: TokenizerManager, states: list[ReqState]) -> None:
+        self.queue: asyncio.Queue[tuple[int, TextOutput]] = asyncio.Queue()
+        self.left = len(states)
+        self.tasks = [asyncio.create_task(self._pump(tm, i, s)) for i, s in enumerate(states)]
+
+    async def _pump(self, tm: TokenizerManager, i: int, state: ReqState) -> None:
+        async for out in tm.outputs(state):  # its finally aborts the request if we are cancelled
+            self.queue.put_nowait((i, out))
+
+    def __aiter__(self) -> Merged:
+        return self
+
+    async def __anext__(self) -> tuple[int, TextOutput]:
+        if self.left == 0:
+            raise StopAsyncIteration
+        item = await self.queue.get()
+        if item[1].finished:
+            self.left -= 1
+        return item
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def until_disconnect(request: Request, aw: Awaitable[T]) -> T:
+    """Await `aw`, but give up (cancelling it) when the client goes away."""
+    task = asyncio.ensure_future(aw)
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(DISCONNECT_POLL_S)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ApiError("client disconnected", status=499)
+    return task.result()
+
+
+async def collect(request: Request, tm: TokenizerManager, states: list[ReqState]) -> None:
+    """Wait for every request to finish (state accumulates in ReqState); raise the first error."""
+    merged = Merged(tm, states)
+
+    async def drain() -> None:
+        async for _, out in merged:
+            err = output_error(out)
+            if err is not None:
+                raise err
+
+    try:
+        await until_disconnect(request, drain())
+    finally:
+        await merged.close()
+
+
+async def first_then_rest(
+    request: Request, tm: TokenizerManager, states: list[ReqState],
+    events: Callable[[AsyncIterator[tuple[int, TextOutput]]], AsyncIterator[str]],
+) -> AsyncIterator[str]:
+    """Wait for the first output (a 400 is still possible until then), then stream SSE events."""
+    merged = Merged(tm, states)
+    try:
+        first = await until_disconnect(request, merged.__anext__())
+    except BaseException:
+        await merged.close()
+        raise
+    err = output_error(first[1])
+    if err is not None:
+        await merged.close()
+        raise err
+
+    async def items() -> AsyncIterator[tuple[int, TextOutput]]:
+        yield first
+        async for item in merged:
+            yield item
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for ev in events(items()):
+                yield ev
+            yield "data: [DONE]\n\n"
+        finally:
+            await merged.close()
+
+    return body()
