@@ -193,10 +193,10 @@ class LlamaModel:
         meta: AttentionMetadata,
         k_buffers: list[torch.Tensor],
         v_buffers: list[torch.Tensor],
-        logits_idx: torch.Tensor,
+        logits_idx: torch.Tensor | None,
     ) -> torch.Tensor:
         """input_ids, positions `[T]` int64 (packed rows); returns float32 logits `[len(logits_idx), vocab]`
-        for the packed token indices in `logits_idx` only (lm_head is the biggest matmul)."""
+        for the packed token indices in `logits_idx` only (lm_head is the biggest matmul); None = all T."""
         a = self.args
         t = input_ids.shape[0]
         nh, nkv, d = a.num_heads, a.num_kv_heads, a.head_dim
@@ -219,7 +219,7 @@ class LlamaModel:
             x = F.rms_norm(h, hidden, w.ln2, eps)
             gu = F.linear(x, w.gate_up_w, w.gate_up_b)  # [T, 2 * intermediate]
             h = h + F.linear(F.silu(gu[:, :inter]) * gu[:, inter:], w.down_w, w.down_b)
-        if logits_idx.shape[0] != t:
+        if logits_idx is not None:
             h = h.index_select(0, logits_idx)
         h = F.rms_norm(h, hidden, self.norm, eps)
         return F.linear(h, self.lm_head).float()

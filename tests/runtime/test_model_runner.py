@@ -74,7 +74,7 @@ def all_position_logits(runner: ModelRunner, req: Req) -> torch.Tensor:
     with torch.inference_mode():
         return runner.model.forward(
             torch.tensor(req.fill_ids), torch.arange(n), meta,
-            runner.kv_pool.k_buffers, runner.kv_pool.v_buffers, torch.arange(n),
+            runner.kv_pool.k_buffers, runner.kv_pool.v_buffers, None,
         )
 
 
