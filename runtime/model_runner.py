@@ -92,7 +92,7 @@ class ModelRunner:
                 if p1 > p0:
                     lp_idx.extend(range(t + p0 - start, t + p1 - start))
                     lp_jobs.append((req, p0, p1 - p0))
-            if not decode:
+            if not decode or req.table_dirty:  # dirty: slot_ids changed below kv_len (cache_progress)
                 self.req_to_token.write_row(req.req_pool_idx, req.slot_ids)
             t += ext
         if decode:

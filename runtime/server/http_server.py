@@ -11,13 +11,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from arborlm.runtime.server import native_api, openai_api
 from arborlm.runtime.server.protocol import (
     AbortRequest,
@@ -30,6 +23,12 @@ from arborlm.runtime.server.protocol import (
 from arborlm.runtime.server.streams import collect
 from arborlm.runtime.server.tokenizer_manager import TokenizerManager
 from arborlm.runtime.types import SamplingParams
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("arborlm.server")
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -65,12 +64,28 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+class JsonContentType:
+    """Treat every POST body as JSON whatever its Content-Type (`curl -d` sends a form type)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = dict(scope, headers=headers + [(b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
 def _validation_error(exc: RequestValidationError) -> ApiError:
     parts, param = [], None
     for e in exc.errors():
         loc = [str(x) for x in e.get("loc", ()) if x != "body"]
         if e.get("type") == "json_invalid":
             parts.append(f"the request body is not valid JSON: {e.get('ctx', {}).get('error', e.get('msg'))}")
+            continue
+        if not loc and e.get("type") == "model_attributes_type":
+            parts.append("the request body must be a JSON object")
             continue
         where = ".".join(loc)
         param = param or where or None
@@ -170,6 +185,7 @@ def create_app(state: ServerState,
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
         return await openai_api.chat_completions(request, body, tm, body.model or state.model_name)
 
-    if state.api_key:
+    app.add_middleware(JsonContentType)
+    if state.api_key:  # added last: runs first
         app.add_middleware(BearerAuth, api_key=state.api_key)
     return app

@@ -14,13 +14,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
-
 from arborlm.runtime.server.protocol import ApiError, GenerateRequest
 from arborlm.runtime.server.streams import collect, first_then_rest, output_error, sse
 from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager
 from arborlm.runtime.types import SamplingParams
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
 
 def _prompts(body: GenerateRequest, tm: TokenizerManager) -> tuple[list[list[int]], bool]:
@@ -66,7 +65,7 @@ def _params(body: GenerateRequest, tm: TokenizerManager, ids: list[int], i: int)
 
 
 def _lp_entries(tm: TokenizerManager, ids: list[int], lps: list[Any]) -> list[list[Any]]:
-    return [[lp, tid, tm.tokenizer.decode([tid])] for tid, lp in zip(ids, lps)]
+    return [[lp, tid, tm.tokenizer.decode([tid])] for tid, lp in zip(ids, lps, strict=False)]
 
 
 def _top_entries(tm: TokenizerManager, tops: list[Any]) -> list[Any]:
@@ -105,7 +104,7 @@ async def generate(request: Request, body: GenerateRequest, tm: TokenizerManager
             raise ApiError("rid must have one entry per prompt", param="rid")
         rids = list(given)
     all_params = [_params(body, tm, ids, i) for i, ids in enumerate(prompts)]  # validate all, then submit
-    states = [tm.submit(ids, p, body.stream, rid) for ids, p, rid in zip(prompts, all_params, rids)]
+    states = [tm.submit(ids, p, body.stream, rid) for ids, p, rid in zip(prompts, all_params, rids, strict=False)]
 
     def result(s: ReqState) -> dict[str, Any]:
         return {"text": s.text, "output_ids": list(s.output_ids), "meta_info": meta_info(tm, s)}

@@ -19,7 +19,6 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-
 from arborlm.runtime.server.io_struct import (
     AbortReq,
     BatchTextOutput,
@@ -128,8 +127,8 @@ class TokenizerManager:
                 "the prompt or lower max_tokens",
                 param=names.get("max_new_tokens", "max_new_tokens"),
             )
-        if params.logprob_start_len > len(input_ids):
-            raise ApiError(f"logprob_start_len={params.logprob_start_len} is past the prompt's "
+        if params.logprob_start_len >= len(input_ids):
+            raise ApiError(f"logprob_start_len={params.logprob_start_len} must be < the prompt's "
                            f"{len(input_ids)} tokens", param="logprob_start_len")
 
     # ---- requests ----
@@ -220,6 +219,9 @@ class TokenizerManager:
                 m.itl.observe(now - state.last_output_time)
             state.last_output_time = now
         if out.finished:
+            if "output_logprobs" in out.meta:  # authoritative (jump-forward may have replaced some)
+                state.logprobs = list(out.meta["output_logprobs"])
+                state.top_logprobs = list(out.meta.get("output_top_logprobs") or [])
             state.finished = True
             state.finish_reason = out.finish_reason
             state.meta.update(out.meta)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from arborlm.kernels import triton_bitmask
 from arborlm.kernels.bitmask import (
     allocate_token_bitmask,

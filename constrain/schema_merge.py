@@ -1,0 +1,174 @@
+"""Merging schemas (allOf, `$ref` with siblings, anyOf/oneOf siblings) and proving oneOf branches
+mutually exclusive. Works on plain dict schemas; raises UnsupportedSchema where a merge would not
+be exact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .regex_gen import UnsupportedSchema
+
+
+class _False:
+    """The schema nothing validates against (distinct from a literal `false` in user input)."""
+
+    def __repr__(self) -> str:
+        return "FALSE"
+
+
+FALSE: Any = _False()
+_MAX_KW = {"minimum", "minLength", "minItems", "minProperties", "minContains"}
+_MIN_KW = {"maximum", "maxLength", "maxItems", "maxProperties", "maxContains"}
+_SKIP = {"title", "description", "examples", "example", "default", "$comment", "$schema", "$id", "id",
+         "deprecated", "readOnly", "writeOnly", "definitions", "$defs"}
+
+
+def _key(v: Any) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+def _types(t: Any) -> set[str]:
+    s = set(t if isinstance(t, list) else [t])
+    if "number" in s:
+        s.add("integer")
+    return s
+
+
+def merge_all(parts: list[Any], expand: Callable[[Any], Any]) -> Any:
+    """One schema equivalent to allOf(parts); parts are already $ref/allOf-expanded."""
+    out: dict[str, Any] = {}
+    ap_parts: list[tuple[set[str], Any]] = []  # (declared property names, additionalProperties)
+    for p in parts:
+        if p is True or p == {}:
+            continue
+        if p is False or p is FALSE:
+            return FALSE
+        if not isinstance(p, dict):
+            raise UnsupportedSchema(f"cannot merge non-schema {p!r}")
+        p = expand(p)
+        if p is FALSE:
+            return FALSE
+        if "additionalProperties" in p and p["additionalProperties"] not in (True, {}):
+            if "patternProperties" in p:
+                raise UnsupportedSchema("cannot merge additionalProperties with patternProperties")
+            ap_parts.append((set(p.get("properties", {})), p["additionalProperties"]))
+        for k, v in p.items():
+            if k in _SKIP:
+                continue
+            if k not in out:
+                out[k] = v
+                continue
+            cur = out[k]
+            if _key(cur) == _key(v) and k != "properties":
+                continue
+            if k == "properties":
+                merged = dict(cur)
+                for name, sub in v.items():
+                    merged[name] = {"allOf": [merged[name], sub]} if name in merged else sub
+                out[k] = merged
+            elif k == "required":
+                out[k] = list(dict.fromkeys([*cur, *v]))
+            elif k == "type":
+                both = _types(cur) & _types(v)
+                keep = [t for t in ("null", "boolean", "object", "array", "string", "number", "integer")
+                        if t in both and not (t == "integer" and "number" in both)]
+                if not keep:
+                    return FALSE
+                out[k] = keep
+            elif k == "enum":
+                keys = {_key(x) for x in v}
+                out[k] = [x for x in cur if _key(x) in keys]
+            elif k == "const":
+                return FALSE
+            elif k in _MAX_KW or k == "exclusiveMinimum" and not isinstance(v, bool):
+                out[k] = max(cur, v)
+            elif k in _MIN_KW or k == "exclusiveMaximum" and not isinstance(v, bool):
+                out[k] = min(cur, v)
+            elif k == "items" and isinstance(cur, dict) and isinstance(v, dict):
+                out[k] = {"allOf": [cur, v]}
+            elif k == "anyOf":
+                out[k] = [{"allOf": [a, b]} for a in cur for b in v]
+            elif k == "additionalProperties":
+                out[k] = False if False in (cur, v) else {"allOf": [cur, v]}
+            else:
+                raise UnsupportedSchema(f"cannot merge differing '{k}' values")
+    # additionalProperties of one part constrains the properties declared only by other parts.
+    props = out.get("properties")
+    if props and ap_parts:
+        props = dict(props)
+        for declared, ap in ap_parts:
+            for name in list(props):
+                if name in declared:
+                    continue
+                if ap is False:
+                    if name in out.get("required", []):
+                        return FALSE
+                    del props[name]
+                else:
+                    props[name] = {"allOf": [props[name], ap]}
+        out["properties"] = props
+    return out
+
+
+def _value_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}[type(v)]
+
+
+def type_set(n: Any, ph_types: dict[str, str]) -> set[str] | None:
+    """JSON types a normalised schema can produce (integer counted as number); None = any."""
+    if "anyOf" in n:
+        sets = [type_set(b, ph_types) for b in n["anyOf"]]
+        return None if any(s is None for s in sets) else set().union(*sets)  # type: ignore[arg-type]
+    if "enum" in n:
+        return {ph_types.get(v, "string") if isinstance(v, str) and v in ph_types else _value_type(v)
+                for v in n["enum"]}
+    if "type" in n:
+        return {"number" if n["type"] == "integer" else n["type"]}
+    if "properties" in n:
+        return {"object"}
+    return None
+
+
+def disjoint(a: Any, b: Any, ph_types: dict[str, str], loose: set[int]) -> bool:
+    """True when no JSON text emitted for normalised schema `a` validates against `b`, and v.v."""
+    return _excl(a, b, ph_types, loose) and _excl(b, a, ph_types, loose)
+
+
+def _excl(a: Any, b: Any, ph_types: dict[str, str], loose: set[int]) -> bool:
+    """No text emitted for `a` validates against `b` (a: what we emit; b: what validates)."""
+    if "anyOf" in a:
+        return all(_excl(x, b, ph_types, loose) for x in a["anyOf"])
+    if "anyOf" in b:
+        return id(b) not in loose and all(_excl(a, x, ph_types, loose) for x in b["anyOf"])
+    ta = type_set(a, ph_types)
+    tb = None if id(b) in loose else type_set(b, ph_types)
+    if ta is not None and tb is not None and not ta & tb:
+        return True
+    if "enum" in a and "enum" in b:
+        if any(isinstance(v, str) and v in ph_types for v in [*a["enum"], *b["enum"]]):
+            return False
+        return not {_key(v) for v in a["enum"]} & {_key(v) for v in b["enum"]}
+    if ta == {"object"} and tb == {"object"} and "properties" in a and "properties" in b:
+        pa, pb = a["properties"], b["properties"]
+        # We only ever emit declared properties: a key `b` requires that `a` never emits, or a key
+        # `a` always emits that `b` forbids, separates them; so does a key both require whose
+        # values are exclusive.
+        if set(b.get("required", [])) - set(pa):
+            return True
+        if b.get("additionalProperties") is False and set(a.get("required", [])) - set(pb):
+            return True
+        common = set(a.get("required", [])) & set(b.get("required", []))
+        return any(_excl(pa[k], pb[k], ph_types, loose) for k in common)
+    if ta == {"array"} and tb == {"array"} and "prefixItems" in a and "prefixItems" in b:
+        if len(a["prefixItems"]) != len(b["prefixItems"]):
+            return True
+        return any(_excl(x, y, ph_types, loose) for x, y in zip(a["prefixItems"], b["prefixItems"]))
+    return False

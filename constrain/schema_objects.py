@@ -1,0 +1,107 @@
+"""Object keywords: outlines-core emits only the declared properties (in declared order), which makes
+most object keywords checkable at compile time instead of at generation time."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .regex_gen import UnsupportedSchema
+from .schema_merge import FALSE
+
+
+def _err(keyword: str, path: str, why: str = "") -> UnsupportedSchema:
+    return UnsupportedSchema(f"unsupported JSON Schema keyword '{keyword}' at {path}" + (f": {why}" if why else ""))
+
+
+def _trivial(v: Any) -> bool:
+    return v is None or v is True or v == {}
+
+
+def norm_object(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
+    from .schema import validates
+
+    props = dict(s.get("properties") or {})
+    if not isinstance(props, dict):
+        raise _err("properties", path, "must be an object")
+    required = list(dict.fromkeys(s.get("required") or []))
+    ap = s.get("additionalProperties")
+    uneval = s.get("unevaluatedProperties")
+    if _trivial(ap) and not _trivial(uneval):  # without combinators left, the two coincide
+        ap = uneval
+    pp = s.get("patternProperties") or {}
+    pn = s.get("propertyNames")
+    min_p, max_p = s.get("minProperties", 0), s.get("maxProperties")
+    dep_req = dict(s.get("dependentRequired") or {})
+    dep_sch = dict(s.get("dependentSchemas") or {})
+    for k, v in (s.get("dependencies") or {}).items():
+        (dep_req if isinstance(v, list) else dep_sch)[k] = v
+
+    def pattern_matches(name: str) -> list[Any]:
+        out = []
+        for pat, sub in pp.items():
+            try:
+                if re.search(pat, name):
+                    out.append(sub)
+            except re.error:
+                raise _err("patternProperties", path, f"invalid pattern {pat!r}") from None
+        return out
+
+    # Required names that are not declared: declare them with the schema that governs them.
+    for name in required:
+        if name not in props:
+            matched = pattern_matches(name)
+            if matched:
+                props[name] = {"allOf": matched}
+            elif ap is False:
+                return FALSE
+            else:
+                props[name] = ap if isinstance(ap, dict) else {}
+
+    if not props:
+        for kw, bad in (("patternProperties", bool(pp)), ("propertyNames", not _trivial(pn)),
+                        ("minProperties", min_p > 0 and ap is not False),
+                        ("maxProperties", max_p is not None),
+                        ("dependentRequired", bool(dep_req)), ("dependentSchemas", bool(dep_sch))):
+            if bad:
+                raise _err(kw, path, "on an object without declared properties")
+        if ap is False:
+            return FALSE if min_p > 0 else {"enum": [{}]}
+        if isinstance(ap, dict) and ap:
+            nap = n.norm(ap, path + ".additionalProperties")
+            return {"enum": [{}]} if nap is FALSE else {"type": "object", "additionalProperties": nap}
+        return {"type": "object"}
+
+    # Declared properties only from here on: checks become compile-time facts.
+    for name in list(props):
+        subs = pattern_matches(name)
+        if subs:
+            props[name] = {"allOf": [props[name], *subs]}
+        if not _trivial(pn) and not validates(name, pn if isinstance(pn, dict) else {"not": {}}, n.root):
+            if name in required:
+                return FALSE
+            del props[name]
+    normed: dict[str, Any] = {}
+    for name, sub in props.items():
+        ns = n.norm(sub, f"{path}.properties.{name}")
+        if ns is FALSE:
+            if name in required:
+                return FALSE
+            continue
+        normed[name] = ns
+    if min_p > len(required):
+        raise _err("minProperties", path, f"only {len(required)} properties are required")
+    if max_p is not None and len(normed) > max_p:
+        if len(required) > max_p:
+            return FALSE
+        raise _err("maxProperties", path, f"{len(normed)} properties are declared")
+    for trigger, deps in dep_req.items():
+        if trigger in normed and not set(deps) <= set(required):
+            raise _err("dependentRequired", path, f"'{trigger}' requires {deps}")
+    for trigger in dep_sch:
+        if trigger in normed:
+            raise _err("dependentSchemas", path, f"schema dependency on '{trigger}'")
+    out: dict[str, Any] = {"type": "object", "properties": normed}
+    if required:
+        out["required"] = required
+    return out
