@@ -49,6 +49,7 @@ OBJECT_KW = {"properties", "required", "additionalProperties", "patternPropertie
 # Keywords with a meaning we do not implement anywhere: always rejected when present.
 ALWAYS_UNSUPPORTED = {"$dynamicRef", "$recursiveRef", "$dynamicAnchor", "$recursiveAnchor"}
 PLACEHOLDER = "ARBORLMPH{}X"
+RECURSION_UNROLL = 2  # how many times a recursive $ref is expanded along one path
 # "Any JSON value". outlines-core renders `{}` as an unparenthesised alternation, which breaks when
 # nested (`"a":X|Y` splits the object); an explicit anyOf is parenthesised.
 ANY: dict = {"anyOf": [{"type": t} for t in ("string", "number", "boolean", "null", "object", "array")]}
@@ -95,8 +96,8 @@ class _Normalizer:
             ref = s["$ref"]
             if not isinstance(ref, str):
                 raise _err("$ref", path, "must be a string")
-            if ref in self.ref_stack[:-1] or self.ref_stack.count(ref) > 1:
-                raise _err("$ref", path, f"recursive reference {ref!r}")
+            if self.ref_stack.count(ref) > RECURSION_UNROLL:
+                raise _err("$ref", path, f"recursive reference {ref!r} through allOf/$ref chains")
             rest = {k: v for k, v in s.items() if k != "$ref" and k not in ANNOTATIONS}
             target = self.resolve(ref, path)
             self.ref_stack.append(ref)
@@ -132,8 +133,11 @@ class _Normalizer:
             raise UnsupportedSchema(f"schema nested too deeply at {path[:200]}...")
         ref = s.get("$ref")
         if isinstance(ref, str):
-            if ref in self.ref_stack:
-                raise _err("$ref", path, f"recursive reference {ref!r}")
+            if self.ref_stack.count(ref) >= RECURSION_UNROLL:
+                # Recursive schema: unrolled RECURSION_UNROLL times, deeper levels are not emitted
+                # (FALSE drops an optional recursive property; a required one prunes that branch).
+                # Sound: we emit a subset of the valid instances.
+                return FALSE
             self.ref_stack.append(ref)  # active for the whole subtree: catches recursion via properties
             try:
                 return self._norm(s, path)
@@ -144,8 +148,8 @@ class _Normalizer:
     def _norm(self, s: dict, path: str) -> Any:
         depth = len(self.ref_stack)
         s = self.expand(s, path)
-        if s is FALSE or s is False:
-            return FALSE
+        if not isinstance(s, dict) or s is FALSE:
+            return self.norm(s, path)
         for k in s:
             if k in ALWAYS_UNSUPPORTED:
                 raise _err(k, path)
@@ -253,7 +257,7 @@ class _Normalizer:
         return self.norm_object(s, path)
 
     def norm_string(self, s: dict, path: str) -> Any:
-        lo, hi = s.get("minLength", 0), s.get("maxLength")
+        lo, hi = _count(s, "minLength", path) or 0, _count(s, "maxLength", path)
         fmt, pattern = s.get("format"), s.get("pattern")
         if fmt is not None and pattern is not None:
             raise _err("pattern", path, "pattern together with format is not enforced")
@@ -321,12 +325,18 @@ class _Normalizer:
             raise _err("minimum" if lo is not None else "maximum", path, str(e)) from None
 
     def norm_array(self, s: dict, path: str) -> Any:
-        lo, hi = s.get("minItems", 0), s.get("maxItems")
+        lo, hi = _count(s, "minItems", path) or 0, _count(s, "maxItems", path)
         if s.get("uniqueItems") is True and (hi is None or hi > 1):
             raise _err("uniqueItems", path)
-        for k in ("contains", "unevaluatedItems"):
-            if k in s and s[k] is not True and s[k] != {}:
-                raise _err(k, path)
+        if "contains" in s:
+            if s["contains"] is not True and s["contains"] != {}:
+                raise _err("contains", path)
+            if s.get("minContains", 1) > 0:  # contains: true == "at least one item"
+                lo = max(lo, 1)
+            if "maxContains" in s:
+                raise _err("maxContains", path)
+        if "unevaluatedItems" in s and s["unevaluatedItems"] is not True and s["unevaluatedItems"] != {}:
+            raise _err("unevaluatedItems", path)
         items = s.get("items")
         prefix = s.get("prefixItems")
         if isinstance(items, list):  # draft-4..2019 tuple form
@@ -358,6 +368,16 @@ class _Normalizer:
         from .schema_objects import norm_object
 
         return norm_object(self, s, path)
+
+
+def _count(s: dict, key: str, path: str) -> int | None:
+    """A non-negative integer keyword; 2.0 is accepted as 2 (JSON Schema allows it)."""
+    v = s.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
+        raise UnsupportedSchema(f"invalid value {v!r} for '{key}' at {path}")
+    return int(v)
 
 
 def _json_eq(a: Any, b: Any) -> bool:
@@ -395,10 +415,75 @@ def normalize_schema(schema: Any) -> tuple[Any, dict[str, str]]:
     return out, n.placeholders
 
 
+MAX_REGEX_CHARS = 16_000_000
+_GUARD_ESTIMATE = 50_000  # above this (linear) size estimate, build the regex in a child process
+
+
+def estimate_regex_size(n: Any, ph: dict[str, str]) -> int:
+    """Linear size estimate of outlines-core's regex for a normalised schema (the real size grows
+    with the number of optional properties per object, so this is only a trigger for the guard)."""
+    if not isinstance(n, dict):
+        return 10
+    if "anyOf" in n:
+        return 2 + sum(estimate_regex_size(b, ph) for b in n["anyOf"])
+    if "enum" in n:
+        return 2 + sum(len(ph.get(v, "")) if isinstance(v, str) else 0 for v in n["enum"]) + len(json.dumps(n["enum"]))
+    t = n.get("type")
+    if t == "object":
+        if "properties" not in n:
+            return 13_000 + 2 * estimate_regex_size(n.get("additionalProperties", {}), ph)
+        return 4 + sum(len(k) + 4 + estimate_regex_size(v, ph) for k, v in n["properties"].items())
+    if t == "array":
+        if "prefixItems" in n:
+            return 4 + sum(estimate_regex_size(x, ph) for x in n["prefixItems"])
+        return 13_000 if "items" not in n else 8 + estimate_regex_size(n["items"], ph)
+    return 60
+
+
+def _guarded_build(schema_json: str, ws: str, extra_bytes: int = 3 << 30) -> str:
+    """build_regex_from_schema in a forked child with a memory cap: outlines-core *aborts the
+    process* when an allocation fails (e.g. a few hundred optional properties), which must not take
+    the server down. Returns the regex or raises UnsupportedSchema."""
+    import os
+    import resource
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: only Rust work and a pipe write, then _exit
+        try:
+            os.close(r)
+            with open("/proc/self/statm") as f:
+                vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, vm + extra_bytes))
+            out = build_regex_from_schema(schema_json, ws)
+            data = (out if len(out) <= MAX_REGEX_CHARS else "\x00TOO_LARGE").encode()
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        raise UnsupportedSchema("schema too large: building its regex exceeded the memory limit")
+    out = data.decode()
+    if out == "\x00TOO_LARGE":
+        raise UnsupportedSchema(f"schema too large: its regex exceeds {MAX_REGEX_CHARS} characters")
+    return out
+
+
 def schema_to_regex(schema: Any, whitespace_pattern: str | None = None) -> str:
     """Regex for the JSON texts that validate against `schema` (compact unless whitespace given)."""
     normed, placeholders = normalize_schema(schema)
-    regex = build_regex_from_schema(json.dumps(normed), "" if whitespace_pattern is None else whitespace_pattern)
+    ws = "" if whitespace_pattern is None else whitespace_pattern
+    if estimate_regex_size(normed, placeholders) > _GUARD_ESTIMATE and hasattr(__import__("os"), "fork"):
+        regex = _guarded_build(json.dumps(normed), ws)
+    else:
+        regex = build_regex_from_schema(json.dumps(normed), ws)
+    if len(regex) > MAX_REGEX_CHARS:
+        raise UnsupportedSchema(f"schema too large: its regex exceeds {MAX_REGEX_CHARS} characters")
     for key, sub in placeholders.items():
         quoted = f'"{key}"'
         if quoted not in regex:

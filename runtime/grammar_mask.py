@@ -5,12 +5,9 @@ A batch with no constrained rows builds no bitmask at all."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-
 from arborlm.kernels.bitmask import allocate_token_bitmask
-from arborlm.runtime.sampler import SampleResult, Sampler
+from arborlm.runtime.sampler import Sampler, SampleResult
 from arborlm.runtime.types import Req
 
 
@@ -34,7 +31,3 @@ class GrammarSampler:
             reqs[i].grammar.fill_bitmask(mask[i])
         mask = mask.to(logits.device, non_blocking=True)
         return self.sampler.sample(logits, reqs, bitmask=mask, bitmask_rows=rows)
-
-    @staticmethod
-    def describe() -> dict[str, Any]:
-        return {"bitmask": "int32 [batch, ceil(vocab/32)], bit j of word w = token 32w+j allowed"}

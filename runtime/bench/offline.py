@@ -110,9 +110,8 @@ def run_workload(name: str, prompts: list[str], max_new: int, engine: Any, hf_mo
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoModelForCausalLM
-
     from arborlm.runtime import Engine
+    from transformers import AutoModelForCausalLM
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -21,7 +21,7 @@ def server(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def real_server(smollm2_path: str, tmp_path_factory: pytest.TempPathFactory):
-    srv = start_server("smollm2", tmp_path_factory.mktemp("real"), "--max-total-tokens", "4096")
+    srv = start_server("smollm2", tmp_path_factory.mktemp("real"), "--max-total-tokens", "4096", "--dtype", "float32")
     yield srv
     srv.stop()
 

@@ -38,7 +38,8 @@ def _children(pid: int) -> list[psutil.Process]:
 def test_sigterm_leaves_no_orphans(lone_server) -> None:
     kids = _children(lone_server.proc.pid)
     assert len(kids) >= 2  # scheduler + detokenizer
-    r = httpx.post(f"{lone_server.url}/generate", json={"text": "hi", "sampling_params": {"max_new_tokens": 2}})
+    r = httpx.post(f"{lone_server.url}/generate", json={"text": "hi", "sampling_params": {"max_new_tokens": 2}},
+                   timeout=120)
     assert r.status_code == 200
     assert "rid=" in lone_server.log() and "completion_tokens=" in lone_server.log()  # per-request log line
     lone_server.proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,150 @@
+"""GrammarMatcher: one per request. Holds only a stack of FSM states over the shared
+CompiledGrammar, plus an outlines-core `Guide` kept in sync lazily, whose native
+`write_mask_into` fills a bitmask row in about a microsecond."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from outlines_core import Guide
+
+from .compiler import CompiledGrammar
+
+_GUIDE_ROLLBACK = 64  # beyond this the Guide is rebuilt by replay (rare: jump-forward uses <= 4)
+
+
+class GrammarMatcher:
+    def __init__(self, compiled: CompiledGrammar) -> None:
+        self.compiled = compiled
+        self.index = compiled.index
+        self.eos = compiled.vocab.eos_token_id
+        self._states: list[int] = [self.index.get_initial_state()]
+        self._tokens: list[int] = []
+        self._ended = False  # EOS consumed
+        self._guide: Guide | None = None
+        self._guide_len = 0  # how many tokens the guide has consumed
+        self._common = 0  # length of the history the guide and this matcher still share
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def state(self) -> int:
+        return self._states[-1]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self._tokens)
+
+    def is_accepting(self) -> bool:
+        return self.index.is_final_state(self.state)
+
+    def is_terminated(self) -> bool:
+        """True when nothing but EOS can follow (or EOS was consumed)."""
+        if self._ended:
+            return True
+        st = self.state
+        cache = self.compiled._terminal
+        hit = cache.get(st)
+        if hit is None:
+            hit = self.index.is_final_state(st) and self.index.get_allowed_tokens(st) == [self.eos]
+            cache[st] = hit
+        return hit
+
+    def allowed_tokens(self) -> list[int]:
+        return [] if self._ended else list(self.index.get_allowed_tokens(self.state))
+
+    def is_allowed(self, token_id: int) -> bool:
+        if self._ended:
+            return False
+        if token_id == self.eos:
+            return self.is_accepting()
+        return self.index.get_next_state(self.state, token_id) is not None
+
+    # -- transitions ----------------------------------------------------------------------------
+    def advance(self, token_id: int) -> None:
+        if self._ended:
+            raise ValueError(f"token {token_id} after EOS: the grammar has already finished")
+        if token_id == self.eos:
+            if not self.is_accepting():
+                raise ValueError("EOS is not allowed: the output does not match the grammar yet")
+            self._ended = True
+            nxt = self.state
+        else:
+            nxt = self.index.get_next_state(self.state, token_id)
+            if nxt is None:
+                raise ValueError(f"token {token_id} is not allowed by the grammar in state {self.state}")
+        self._states.append(nxt)
+        self._tokens.append(token_id)
+
+    def try_advance(self, token_id: int) -> bool:
+        if not self.is_allowed(token_id):
+            return False
+        self.advance(token_id)
+        return True
+
+    def rollback(self, k: int) -> None:
+        if k < 0 or k > len(self._tokens):
+            raise ValueError(f"cannot roll back {k} tokens (have {len(self._tokens)})")
+        if k == 0:
+            return
+        if self._ended:
+            self._ended = False  # EOS, if consumed, is always the last token
+        del self._states[-k:]
+        del self._tokens[-k:]
+        self._common = min(self._common, len(self._tokens))
+
+    def copy(self) -> GrammarMatcher:
+        m = GrammarMatcher.__new__(GrammarMatcher)
+        m.compiled, m.index, m.eos = self.compiled, self.index, self.eos
+        m._states, m._tokens, m._ended = list(self._states), list(self._tokens), self._ended
+        m._guide, m._guide_len, m._common = None, 0, 0  # rebuilt lazily by replay on the first fill_bitmask
+        return m
+
+    # -- bitmask --------------------------------------------------------------------------------
+    def _sync_guide(self) -> Guide:
+        toks = self._tokens  # never ends with EOS here: fill_bitmask handles the ended case
+        g = self._guide
+        if g is not None and self._guide_len > self._common:
+            back = self._guide_len - self._common
+            if back <= g.get_allowed_rollback():
+                g.rollback_state(back)
+                self._guide_len = self._common
+            else:
+                g = None
+        if g is None:
+            g = Guide(self.index, _GUIDE_ROLLBACK)
+            self._guide_len = 0
+        for t in toks[self._guide_len:]:
+            g.advance(t, return_tokens=False)
+        self._guide = g
+        self._guide_len = self._common = len(toks)
+        return g
+
+    def fill_bitmask(self, row: Any) -> None:
+        """Write the allowed-token bitmask into `row`: a contiguous CPU int32 tensor (or numpy
+        array) of ceil(vocab/32) words; bit j of word w <=> token 32*w + j allowed."""
+        if self._ended:
+            row.zero_() if hasattr(row, "zero_") else row.fill(0)
+            return
+        g = self._sync_guide()
+        if hasattr(row, "data_ptr"):
+            ptr, numel, esize = row.data_ptr(), row.numel(), row.element_size()
+            if not row.is_contiguous() or row.device.type != "cpu":
+                raise ValueError("bitmask row must be a contiguous CPU tensor")
+        else:  # numpy
+            ptr, numel, esize = row.ctypes.data, row.size, row.itemsize
+        if esize != 4:
+            raise ValueError("bitmask row must be int32")
+        g.write_mask_into(ptr, numel, esize)
+
+    # -- jump-forward ---------------------------------------------------------------------------
+    def forced_text(self) -> str:
+        from .jump_forward import forced_bytes, utf8_prefix
+
+        if self._ended:
+            return ""
+        return utf8_prefix(forced_bytes(self.compiled, self.state)).decode("utf-8")
+
+    def jump_forward(self, output_ids: list[int], tokenizer: Any) -> tuple[int, list[int]] | None:
+        from .jump_forward import jump_forward
+
+        return jump_forward(self, output_ids, tokenizer)

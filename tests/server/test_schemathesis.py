@@ -1,0 +1,32 @@
+"""Property-based fuzzing of every route in /openapi.json: no input may cause a 5xx.
+
+Slow (run by `make fuzz-api`); drives the shared tiny-model server. The schema is the app's own
+OpenAPI document (built without a server, so collection needs none); the test also checks that
+the server serves the same document.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import schemathesis
+from arborlm.runtime.server.http_server import ServerState, create_app
+from hypothesis import HealthCheck, settings
+from server_helpers import API_KEY, ServerProc
+
+pytestmark = pytest.mark.slow
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+OPENAPI = create_app(ServerState(tm=None, model_name="m", model_info={}, server_args={})).openapi()  # type: ignore[arg-type]
+schema = schemathesis.openapi.from_dict(OPENAPI)
+
+
+def test_served_schema_matches(server: ServerProc) -> None:
+    served = httpx.get(f"{server.url}/openapi.json", headers=HEADERS).json()
+    assert sorted(served["paths"]) == sorted(OPENAPI["paths"])
+
+
+@schema.parametrize()
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_no_server_errors(case, server: ServerProc) -> None:
+    case.call_and_validate(base_url=server.url, headers=HEADERS,
+                           checks=[schemathesis.checks.not_a_server_error], timeout=300)
