@@ -6,6 +6,7 @@ A batch with no constrained rows builds no bitmask at all."""
 from __future__ import annotations
 
 import torch
+
 from arborlm.kernels.bitmask import allocate_token_bitmask
 from arborlm.runtime.sampler import Sampler, SampleResult
 from arborlm.runtime.types import Req

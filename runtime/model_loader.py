@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from arborlm.runtime.config import EngineConfig, default_cache_dir
 
 # Architectures our executor implements (runtime/models/llama.py); all are "Llama-family".

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+
 from arborlm.kernels.bitmask import apply_token_bitmask
 
 from .types import Req

@@ -110,8 +110,9 @@ def run_workload(name: str, prompts: list[str], max_new: int, engine: Any, hf_mo
 
 
 def run(args: argparse.Namespace) -> int:
-    from arborlm.runtime import Engine
     from transformers import AutoModelForCausalLM
+
+    from arborlm.runtime import Engine
 
     if args.threads:
         torch.set_num_threads(args.threads)

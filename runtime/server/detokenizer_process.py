@@ -11,6 +11,7 @@ import traceback
 from typing import Any
 
 import zmq
+
 from arborlm.runtime.detokenize import IncrementalDetokenizer
 from arborlm.runtime.server.io_struct import BatchTextOutput, BatchTokenOutput, IpcNames, TextOutput
 from arborlm.runtime.server.scheduler_process import PARENT_CHECK_MS, become_child_process

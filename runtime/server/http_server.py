@@ -11,6 +11,13 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from arborlm.runtime.server import native_api, openai_api
 from arborlm.runtime.server.protocol import (
     AbortRequest,
@@ -23,12 +30,6 @@ from arborlm.runtime.server.protocol import (
 from arborlm.runtime.server.streams import collect
 from arborlm.runtime.server.tokenizer_manager import TokenizerManager
 from arborlm.runtime.types import SamplingParams
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("arborlm.server")
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -106,12 +106,13 @@ def _stop_children(procs: list[mp.process.BaseProcess]) -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
     import zmq
+    from transformers import AutoTokenizer
+
     from arborlm.runtime.server.detokenizer_process import run_detokenizer_process
     from arborlm.runtime.server.http_server import ServerState, create_app
     from arborlm.runtime.server.io_struct import IpcNames
     from arborlm.runtime.server.scheduler_process import DEFAULT_SCHEDULER, run_scheduler_process
     from arborlm.runtime.server.tokenizer_manager import TokenizerManager
-    from transformers import AutoTokenizer
 
     logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s main] %(levelname)s %(message)s")
     try:

@@ -14,12 +14,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
 from arborlm.runtime.server.protocol import ApiError, GenerateRequest
 from arborlm.runtime.server.streams import collect, first_then_rest, output_error, sse
 from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager
 from arborlm.runtime.types import SamplingParams
-from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
 
 
 def _prompts(body: GenerateRequest, tm: TokenizerManager) -> tuple[list[list[int]], bool]:

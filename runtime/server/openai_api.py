@@ -12,6 +12,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
 from arborlm.runtime.server.protocol import (
     ApiError,
     ChatCompletionRequest,
@@ -21,8 +24,6 @@ from arborlm.runtime.server.protocol import (
 from arborlm.runtime.server.streams import collect, first_then_rest, output_error, sse
 from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager
 from arborlm.runtime.types import SamplingParams
-from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
 
 # SamplingParams field -> the OpenAI parameter a client set, for error messages.
 OPENAI_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens", "top_logprobs_num": "logprobs",

@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 import zmq
+
 from arborlm.runtime.config import EngineConfig
 from arborlm.runtime.server.io_struct import (
     AbortReq,

@@ -7,10 +7,11 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from fastapi import Request
+
 from arborlm.runtime.server.io_struct import TextOutput
 from arborlm.runtime.server.protocol import ApiError
 from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager
-from fastapi import Request
 
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.25

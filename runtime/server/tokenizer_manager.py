@@ -19,6 +19,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+
 from arborlm.runtime.server.io_struct import (
     AbortReq,
     BatchTextOutput,

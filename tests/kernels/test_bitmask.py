@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from arborlm.kernels import triton_bitmask
 from arborlm.kernels.bitmask import (
     allocate_token_bitmask,

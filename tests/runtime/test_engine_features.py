@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from arborlm.runtime import Engine
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Then"

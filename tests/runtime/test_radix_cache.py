@@ -8,10 +8,11 @@ import sys
 import time
 
 import pytest
-from arborlm.runtime.radix_cache import NoCache, RadixCache, RadixNode, make_cache
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from arborlm.runtime.radix_cache import NoCache, RadixCache, RadixNode, make_cache
 
 
 def depth(node: RadixNode) -> int:

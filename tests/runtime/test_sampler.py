@@ -6,6 +6,7 @@ import math
 from collections import Counter
 
 import torch
+
 from arborlm.kernels.bitmask import allocate_token_bitmask, pack_allowed
 from arborlm.runtime.sampler import Sampler
 from arborlm.runtime.types import Req, SamplingParams

@@ -17,8 +17,9 @@ class FakeScheduler:
         return cls(config)
 
     def __init__(self, config: Any) -> None:
-        from arborlm.runtime.model_loader import resolve_model_path
         from transformers import AutoTokenizer
+
+        from arborlm.runtime.model_loader import resolve_model_path
 
         self.path = resolve_model_path(config.model, config.cache_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+
 from arborlm.runtime.server.detokenizer_process import Detokenizer, rollback
 from arborlm.runtime.server.io_struct import BatchTokenOutput, DetokInit, TokenizedRequest
 from arborlm.runtime.server.openai_api import build_params
