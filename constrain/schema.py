@@ -29,7 +29,8 @@ from .regex_gen import (
     pattern_to_regex,
     regex_width,
 )
-from .schema_merge import FALSE, disjoint, merge_all
+from .schema_guard import MAX_REGEX_CHARS, guarded_build_regex, needs_guard
+from .schema_merge import FALSE, merge_all
 
 __all__ = ["UnsupportedSchema", "normalize_schema", "schema_to_regex"]
 
@@ -195,18 +196,48 @@ class _Normalizer:
         for i, b in enumerate(branches):
             bpath = f"{path}.{kw}[{i}]"
             # Siblings of anyOf/oneOf apply to every branch (outlines-core would drop them).
-            merged = merge_all([rest, self.expand(b, bpath)], lambda p: self.expand(p, bpath)) if rest else b
+            merged = merge_all([rest, self.expand(b, bpath)], lambda p, bp=bpath: self.expand(p, bp)) if rest else b
             nb = self.norm(merged, bpath)
             if nb is not FALSE:
                 out.append(nb)
-        if kw == "oneOf":
-            for i in range(len(out)):
-                for j in range(i + 1, len(out)):
-                    if not disjoint(out[i], out[j], self.ph_types, self.loose):
-                        raise _err("oneOf", path, f"cannot prove branches {i} and {j} mutually exclusive")
+        if kw == "oneOf" and len(out) > 1:
+            out = self._exclusive_branches(out, path)
         if not out:
             return FALSE
         return out[0] if len(out) == 1 else {"anyOf": out}
+
+    def _exclusive_branches(self, out: list[Any], path: str) -> list[Any]:
+        """oneOf = anyOf over branches whose emitted texts provably fail every other branch.
+        Branches are first narrowed (`_restrict`); a branch we still cannot separate is not
+        emitted at all (sound: a subset of the valid texts)."""
+        from .schema_merge import _excl
+
+        n = len(out)
+        for i in range(n):
+            for j in range(n):
+                if i != j and not _excl(out[i], out[j], self.ph_types, self.loose):
+                    out[i] = self._restrict(out[i], out[j])
+        keep = [out[i] for i in range(n)
+                if all(_excl(out[i], out[j], self.ph_types, self.loose) for j in range(n) if j != i)]
+        if not keep:
+            raise _err("oneOf", path, "cannot prove any branch mutually exclusive with the others")
+        return keep
+
+    def _restrict(self, a: Any, b: Any) -> Any:
+        """Sound narrowing for oneOf: stop emitting a's optional properties that b requires, so
+        that every object we emit for a fails b ("exactly one" then holds)."""
+        if not (isinstance(a, dict) and isinstance(b, dict) and "properties" in a and "properties" in b):
+            return a
+        drop = set(b.get("required", [])) - set(a.get("required", []))
+        if not drop & set(a["properties"]):
+            return a
+        out = {**a, "properties": {k: v for k, v in a["properties"].items() if k not in drop}}
+        # Its declared properties no longer describe what validates: drop the marker that
+        # exclusivity proofs read as "no other keys allowed".
+        out.pop("additionalProperties", None)
+        if id(a) in self.loose:
+            self.loose.add(id(out))
+        return out
 
     def norm_plain(self, s: dict, path: str) -> Any:
         if "const" in s or "enum" in s:
@@ -415,71 +446,12 @@ def normalize_schema(schema: Any) -> tuple[Any, dict[str, str]]:
     return out, n.placeholders
 
 
-MAX_REGEX_CHARS = 16_000_000
-_GUARD_ESTIMATE = 50_000  # above this (linear) size estimate, build the regex in a child process
-
-
-def estimate_regex_size(n: Any, ph: dict[str, str]) -> int:
-    """Linear size estimate of outlines-core's regex for a normalised schema (the real size grows
-    with the number of optional properties per object, so this is only a trigger for the guard)."""
-    if not isinstance(n, dict):
-        return 10
-    if "anyOf" in n:
-        return 2 + sum(estimate_regex_size(b, ph) for b in n["anyOf"])
-    if "enum" in n:
-        return 2 + sum(len(ph.get(v, "")) if isinstance(v, str) else 0 for v in n["enum"]) + len(json.dumps(n["enum"]))
-    t = n.get("type")
-    if t == "object":
-        if "properties" not in n:
-            return 13_000 + 2 * estimate_regex_size(n.get("additionalProperties", {}), ph)
-        return 4 + sum(len(k) + 4 + estimate_regex_size(v, ph) for k, v in n["properties"].items())
-    if t == "array":
-        if "prefixItems" in n:
-            return 4 + sum(estimate_regex_size(x, ph) for x in n["prefixItems"])
-        return 13_000 if "items" not in n else 8 + estimate_regex_size(n["items"], ph)
-    return 60
-
-
-def _guarded_build(schema_json: str, ws: str, extra_bytes: int = 3 << 30) -> str:
-    """build_regex_from_schema in a forked child with a memory cap: outlines-core *aborts the
-    process* when an allocation fails (e.g. a few hundred optional properties), which must not take
-    the server down. Returns the regex or raises UnsupportedSchema."""
-    import os
-    import resource
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: only Rust work and a pipe write, then _exit
-        try:
-            os.close(r)
-            with open("/proc/self/statm") as f:
-                vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, vm + extra_bytes))
-            out = build_regex_from_schema(schema_json, ws)
-            data = (out if len(out) <= MAX_REGEX_CHARS else "\x00TOO_LARGE").encode()
-            with os.fdopen(w, "wb") as f:
-                f.write(data)
-            os._exit(0)
-        except BaseException:  # noqa: BLE001
-            os._exit(1)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not data:
-        raise UnsupportedSchema("schema too large: building its regex exceeded the memory limit")
-    out = data.decode()
-    if out == "\x00TOO_LARGE":
-        raise UnsupportedSchema(f"schema too large: its regex exceeds {MAX_REGEX_CHARS} characters")
-    return out
-
-
 def schema_to_regex(schema: Any, whitespace_pattern: str | None = None) -> str:
     """Regex for the JSON texts that validate against `schema` (compact unless whitespace given)."""
     normed, placeholders = normalize_schema(schema)
     ws = "" if whitespace_pattern is None else whitespace_pattern
-    if estimate_regex_size(normed, placeholders) > _GUARD_ESTIMATE and hasattr(__import__("os"), "fork"):
-        regex = _guarded_build(json.dumps(normed), ws)
+    if needs_guard(normed, placeholders):
+        regex = guarded_build_regex(json.dumps(normed), ws)
     else:
         regex = build_regex_from_schema(json.dumps(normed), ws)
     if len(regex) > MAX_REGEX_CHARS:

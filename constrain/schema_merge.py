@@ -156,14 +156,16 @@ def _excl(a: Any, b: Any, ph_types: dict[str, str], loose: set[int]) -> bool:
     if "anyOf" in b:
         return id(b) not in loose and all(_excl(a, x, ph_types, loose) for x in b["anyOf"])
     ta = type_set(a, ph_types)
-    tb = None if id(b) in loose else type_set(b, ph_types)
+    tb_emit = type_set(b, ph_types)
+    tb = None if id(b) in loose else tb_emit  # what validates: any type when b had no "type"
     if ta is not None and tb is not None and not ta & tb:
         return True
     if "enum" in a and "enum" in b:
         if any(isinstance(v, str) and v in ph_types for v in [*a["enum"], *b["enum"]]):
             return False
         return not {_key(v) for v in a["enum"]} & {_key(v) for v in b["enum"]}
-    if ta == {"object"} and tb == {"object"} and "properties" in a and "properties" in b:
+    # For objects, b's object keywords decide even when b is loose (other types also validate).
+    if ta == {"object"} and tb_emit == {"object"} and "properties" in a and "properties" in b:
         pa, pb = a["properties"], b["properties"]
         # We only ever emit declared properties: a key `b` requires that `a` never emits, or a key
         # `a` always emits that `b` forbids, separates them; so does a key both require whose
@@ -174,8 +176,7 @@ def _excl(a: Any, b: Any, ph_types: dict[str, str], loose: set[int]) -> bool:
             return True
         common = set(a.get("required", [])) & set(b.get("required", []))
         return any(_excl(pa[k], pb[k], ph_types, loose) for k in common)
-    if ta == {"array"} and tb == {"array"} and "prefixItems" in a and "prefixItems" in b:
-        if len(a["prefixItems"]) != len(b["prefixItems"]):
-            return True
+    if ta == {"array"} and tb_emit == {"array"} and "prefixItems" in a and "prefixItems" in b:
+        # a emits exactly len(a.prefixItems) items; b checks each position it declares.
         return any(_excl(x, y, ph_types, loose) for x, y in zip(a["prefixItems"], b["prefixItems"]))
     return False

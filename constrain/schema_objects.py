@@ -99,18 +99,43 @@ def norm_object(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
     for trigger in dep_sch:
         if trigger in normed:
             raise _err("dependentSchemas", path, f"schema dependency on '{trigger}'")
-    # dependentRequired: split into "trigger absent" | "trigger and its dependents present".
+    # dependentRequired: a required trigger just adds its dependents to `required`; an optional
+    # one splits the object into "trigger absent" | "trigger and its dependents present".
+    any_schema = n.norm(True, path)
+    extra = ap if isinstance(ap, dict) and ap else None
+
+    def declare(props_v: dict, names: list[str]) -> dict | None:
+        props_v = dict(props_v)
+        for d in names:
+            if d not in props_v:
+                if ap is False:
+                    return None
+                props_v[d] = n.norm(extra, path + ".additionalProperties") if extra else any_schema
+        return props_v
+
+    changed = True
+    while changed:
+        changed = False
+        for trigger, deps in dep_req.items():
+            if trigger in required and not set(deps) <= set(required):
+                required = list(dict.fromkeys([*required, *deps]))
+                changed = True
+    declared = declare(normed, required)
+    if declared is None:
+        return FALSE
+    normed = declared
     open_deps = {t: d for t, d in dep_req.items() if t in normed and not set(d) <= set(required)}
     if len(open_deps) > 3:
-        raise _err("dependentRequired", path, "more than 3 open dependencies")
-    variants = [(dict(normed), list(required))]
+        raise _err("dependentRequired", path, "more than 3 optional properties with dependencies")
+    variants: list[tuple[dict, list[str]]] = [(normed, list(required))]
     for trigger, deps in open_deps.items():
         nxt = []
         for props_v, req_v in variants:
             if trigger not in req_v:
                 nxt.append(({k: v for k, v in props_v.items() if k != trigger}, req_v))
-            if all(d in props_v for d in deps) or ap is not False:
-                nxt.append((props_v, list(dict.fromkeys([*req_v, trigger, *deps]))))
+            with_deps = declare(props_v, list(deps))
+            if with_deps is not None:
+                nxt.append((with_deps, list(dict.fromkeys([*req_v, trigger, *deps]))))
         variants = nxt
     outs = []
     for props_v, req_v in variants:

@@ -20,27 +20,10 @@ logger = logging.getLogger("arborlm.detokenizer")
 
 
 def rollback(detok: IncrementalDetokenizer, k: int) -> None:
-    """Drop the last k ids, whose text the replacement ids will produce again.
-
-    Jump-forward re-tokenizes a boundary: the string is unchanged, only the ids differ. So remove
-    the dropped ids' text from `detok.text`; text already handed out stays handed out, and
-    `emitted_len` simply runs ahead until the replacement ids re-create the same characters.
-    """
-    if k <= 0:
-        return
-    if hasattr(detok, "rollback"):  # the shared implementation, once runtime/detokenize.py has it
+    """Drop the last k ids: jump-forward re-tokenized them; the replacement ids decode to the same
+    text, so nothing already handed out changes."""
+    if k > 0:
         detok.rollback(k)
-        return
-    keep = max(0, len(detok.ids) - k)
-    if keep < detok.read_offset:  # some dropped ids were already decoded into detok.text
-        start = min(detok.prefix_offset, keep)
-        decoded = detok._decode(detok.ids[start:detok.read_offset])
-        kept = detok._decode(detok.ids[start:keep])
-        removed = max(0, len(decoded) - len(kept))
-        detok.text = detok.text[: len(detok.text) - removed] if removed else detok.text
-        detok.read_offset = keep
-        detok.prefix_offset = start
-    detok.ids = detok.ids[:keep]
 
 
 class Detokenizer:

@@ -150,7 +150,8 @@ def serve(args: argparse.Namespace) -> int:
         detok.start()
         procs.append(detok)
         tokenizer = AutoTokenizer.from_pretrained(ready.tokenizer_path)
-        tm = TokenizerManager(tokenizer, ipc, ready.max_context_len, ready.vocab_size)
+        tm = TokenizerManager(tokenizer, ipc, ready.max_context_len, ready.vocab_size,
+                              max_total_tokens=ready.model_info.get("max_total_tokens"))
         server_args = {k: v for k, v in vars(args).items() if k not in ("func", "api_key")}
         server_args["engine_config"] = dataclasses.asdict(config)
         state = ServerState(tm, args.served_model_name or args.model, dict(ready.model_info), server_args,

@@ -59,10 +59,12 @@ class ReqState:
 
 class TokenizerManager:
     def __init__(self, tokenizer: Any, ipc: IpcNames, max_context_len: int, vocab_size: int,
-                 metrics: ServerMetrics | None = None) -> None:
+                 metrics: ServerMetrics | None = None, max_total_tokens: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.ipc = ipc
         self.max_context_len = max_context_len
+        # One request's prompt + output must also fit the KV pool on its own.
+        self.max_req_len = min(max_context_len, max_total_tokens or max_context_len)
         self.vocab_size = vocab_size
         self.metrics = metrics or ServerMetrics()
         self.states: dict[str, ReqState] = {}
@@ -110,7 +112,7 @@ class TokenizerManager:
         return list(ids)
 
     def default_max_tokens(self, input_ids: list[int]) -> int:
-        return max(0, self.max_context_len - len(input_ids))
+        return max(0, self.max_req_len - len(input_ids))
 
     def validate(self, input_ids: list[int], params: SamplingParams, names: dict[str, str] | None = None) -> None:
         """Raise ApiError (400) naming the field; `names` maps SamplingParams names to the API's."""
@@ -126,6 +128,13 @@ class TokenizerManager:
                 f"this model's maximum context length is {self.max_context_len} tokens; the request needs "
                 f"{total} ({len(input_ids)} in the prompt + {params.max_new_tokens} to generate): shorten "
                 "the prompt or lower max_tokens",
+                param=names.get("max_new_tokens", "max_new_tokens"),
+            )
+        if total > self.max_req_len:
+            raise ApiError(
+                f"the request needs {total} tokens of KV cache ({len(input_ids)} prompt + {params.max_new_tokens} "
+                f"to generate) but the server holds {self.max_req_len}: lower max_tokens or restart the server "
+                "with a larger --max-total-tokens",
                 param=names.get("max_new_tokens", "max_new_tokens"),
             )
         if params.logprob_start_len >= len(input_ids):

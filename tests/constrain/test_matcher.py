@@ -3,16 +3,18 @@ from __future__ import annotations
 import random
 import re
 import time
+import zlib
 
 import pytest
 import torch
 
+# [0-9], not \d: in outlines-core (Rust regex) \d is any Unicode digit.
 REGEXES = {
-    "ipv4": r"((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)",
-    "iso_date": r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])",
+    "ipv4": r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])",
+    "iso_date": r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
     "email": r"[a-z0-9._%+-]{1,20}@[a-z0-9-]{1,15}(\.[a-z]{2,6}){1,2}",
     "enum": r"(red|green|blue|light green)",
-    "phone": r"\+?1? ?\(?\d{3}\)?[ -]?\d{3}-\d{4}",
+    "phone": r"\+?1? ?\(?[0-9]{3}\)?[ -]?[0-9]{3}-[0-9]{4}",
 }
 
 
@@ -26,8 +28,8 @@ def test_random_walks_fullmatch(compiler, tokenizer, name):
     g = compiler.compile_sync("regex", REGEXES[name])
     eos = g.eos_token_id
     row = torch.zeros(g.vocab.bitmask_words, dtype=torch.int32)
-    rng = random.Random(hash(name) & 0xFFFF)
-    for walk in range(20):
+    rng = random.Random(zlib.crc32(name.encode()))
+    for _walk in range(10):
         m = g.matcher()
         out: list[int] = []
         for _ in range(200):

@@ -7,6 +7,8 @@ the server serves the same document.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import httpx
 import pytest
 import schemathesis
@@ -19,6 +21,7 @@ pytestmark = pytest.mark.slow
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 OPENAPI = create_app(ServerState(tm=None, model_name="m", model_info={}, server_args={})).openapi()  # type: ignore[arg-type]
 schema = schemathesis.openapi.from_dict(OPENAPI)
+STATUSES: Counter[tuple[str, int]] = Counter()  # (operation, status) -> calls: printed at the end (-s)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,8 @@ def fuzz_server(tiny_model_path: str, tmp_path_factory: pytest.TempPathFactory):
                        "--max-context-len", "256", api_key=API_KEY)
     yield srv
     srv.stop()
+    if STATUSES:
+        print("\nschemathesis: " + ", ".join(f"{op} {st}×{n}" for (op, st), n in sorted(STATUSES.items())))
 
 
 def test_served_schema_matches(fuzz_server: ServerProc) -> None:
@@ -38,5 +43,6 @@ def test_served_schema_matches(fuzz_server: ServerProc) -> None:
 @schema.parametrize()
 @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_no_server_errors(case, fuzz_server: ServerProc) -> None:
-    case.call_and_validate(base_url=fuzz_server.url, headers=HEADERS,
-                           checks=[schemathesis.checks.not_a_server_error], timeout=300)
+    response = case.call_and_validate(base_url=fuzz_server.url, headers=HEADERS,
+                                      checks=[schemathesis.checks.not_a_server_error], timeout=300)
+    STATUSES[(f"{case.method} {case.path}", response.status_code)] += 1
