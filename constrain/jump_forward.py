@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 MAX_FORCED_BYTES = 512
 MAX_ALLOWED_SCAN = 4096  # forced states allow few tokens; a big allowed set means "not forced"
-MAX_RETOKENIZE = 4
 
 
 def forced_bytes(compiled: CompiledGrammar, state: int) -> bytes:
@@ -95,9 +94,15 @@ def _trim_last(m: GrammarMatcher, ids: list[int], end_state_terminal: bool) -> l
     return ids
 
 
-def jump_forward(m: GrammarMatcher, output_ids: list[int], tokenizer: Any) -> tuple[int, list[int]] | None:
+def jump_forward(m: GrammarMatcher, output_ids: list[int], tokenizer: Any,
+                 max_retokenize: int = 0) -> tuple[int, list[int]] | None:
     """(k, new_ids): drop the last k output tokens and append new_ids; the matcher is already
-    rolled back and advanced accordingly. None when nothing is forced (matcher unchanged)."""
+    rolled back and advanced accordingly. None when nothing is forced (matcher unchanged).
+
+    max_retokenize > 0 re-encodes up to that many trailing model tokens together with the forced
+    text (canonical BPE at the boundary). Measured on SmolLM2 with JSON cards (greedy, fp32): with 4,
+    most outputs diverged from decoding without jump-forward (the model's history changes under it);
+    with 0 (the default: forced text encoded alone, model tokens never replaced), 5 of 6 matched."""
     if m._ended:
         return None
     fb = utf8_prefix(forced_bytes(m.compiled, m.state))
@@ -107,7 +112,7 @@ def jump_forward(m: GrammarMatcher, output_ids: list[int], tokenizer: Any) -> tu
     hist = m._tokens
     # Largest k whose tokens are ours, plain text, and start on a character boundary.
     k = 0
-    for cand in range(min(MAX_RETOKENIZE, len(output_ids), len(hist)), 0, -1):
+    for cand in range(min(max_retokenize, len(output_ids), len(hist)), 0, -1):
         tail = output_ids[-cand:]
         if tail != hist[-cand:] or any(tb[t] is None for t in tail):
             continue

@@ -15,20 +15,11 @@ exponent in bounded numbers, no `\\uXXXX` escapes, objects restricted to declare
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from outlines_core.json_schema import build_regex_from_schema
 
-from .regex_gen import (
-    INT_FORMATS,
-    STRING_FORMATS,
-    UnsupportedSchema,
-    int_range,
-    number_range,
-    pattern_to_regex,
-    regex_width,
-)
+from .regex_gen import UnsupportedSchema
 from .schema_guard import MAX_REGEX_CHARS, guarded_build_regex, needs_guard
 from .schema_merge import FALSE, merge_all
 
@@ -61,14 +52,30 @@ def _err(keyword: str, path: str, why: str = "") -> UnsupportedSchema:
 
 
 class _Normalizer:
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, ws: str = "") -> None:
         self.root = root
+        self.ws = ws  # whitespace pattern, for the few container regexes we write ourselves
         self.placeholders: dict[str, str] = {}  # placeholder const -> regex of the JSON value
         self.ph_types: dict[str, str] = {}  # placeholder const -> JSON type it stands for
         self.ref_stack: list[str] = []
         # ids of normalised dicts whose *semantic* type set is wider than what we emit (the schema
         # had no "type": other JSON types validate too). Needed to prove oneOf exclusivity soundly.
         self.loose: set[int] = set()
+        # ids of normalised dicts that emit fewer texts than validate (a narrowing): they cannot be
+        # used as "what validates" when proving oneOf exclusivity.
+        self.inexact: set[int] = set()
+        self.ph_excludes: dict[str, set[str]] = {}  # placeholder -> string values it never emits
+        self.nc = 0  # narrowings so far
+        self.nf = 0  # results that are FALSE only because of a narrowing
+
+    def narrowed(self, out: Any) -> Any:
+        """Record that `out` emits a strict subset of what validates (a documented narrowing)."""
+        self.nc += 1
+        if out is FALSE:
+            self.nf += 1
+        else:
+            self.inexact.add(id(out))
+        return out
 
     # -- helpers ------------------------------------------------------------------------------
     def placeholder(self, regex: str, kind: str) -> dict:
@@ -138,7 +145,7 @@ class _Normalizer:
                 # Recursive schema: unrolled RECURSION_UNROLL times, deeper levels are not emitted
                 # (FALSE drops an optional recursive property; a required one prunes that branch).
                 # Sound: we emit a subset of the valid instances.
-                return FALSE
+                return self.narrowed(FALSE)
             self.ref_stack.append(ref)  # active for the whole subtree: catches recursion via properties
             try:
                 return self._norm(s, path)
@@ -187,57 +194,9 @@ class _Normalizer:
         raise _err("not", path)
 
     def norm_union(self, s: dict, path: str) -> Any:
-        kw = "anyOf" if "anyOf" in s else "oneOf"
-        branches = s[kw]
-        if not isinstance(branches, list) or not branches:
-            raise _err(kw, path, "must be a non-empty list")
-        rest = {k: v for k, v in s.items() if k != kw}
-        out = []
-        for i, b in enumerate(branches):
-            bpath = f"{path}.{kw}[{i}]"
-            # Siblings of anyOf/oneOf apply to every branch (outlines-core would drop them).
-            merged = merge_all([rest, self.expand(b, bpath)], lambda p, bp=bpath: self.expand(p, bp)) if rest else b
-            nb = self.norm(merged, bpath)
-            if nb is not FALSE:
-                out.append(nb)
-        if kw == "oneOf" and len(out) > 1:
-            out = self._exclusive_branches(out, path)
-        if not out:
-            return FALSE
-        return out[0] if len(out) == 1 else {"anyOf": out}
+        from .schema_oneof import norm_union
 
-    def _exclusive_branches(self, out: list[Any], path: str) -> list[Any]:
-        """oneOf = anyOf over branches whose emitted texts provably fail every other branch.
-        Branches are first narrowed (`_restrict`); a branch we still cannot separate is not
-        emitted at all (sound: a subset of the valid texts)."""
-        from .schema_merge import _excl
-
-        n = len(out)
-        for i in range(n):
-            for j in range(n):
-                if i != j and not _excl(out[i], out[j], self.ph_types, self.loose):
-                    out[i] = self._restrict(out[i], out[j])
-        keep = [out[i] for i in range(n)
-                if all(_excl(out[i], out[j], self.ph_types, self.loose) for j in range(n) if j != i)]
-        if not keep:
-            raise _err("oneOf", path, "cannot prove any branch mutually exclusive with the others")
-        return keep
-
-    def _restrict(self, a: Any, b: Any) -> Any:
-        """Sound narrowing for oneOf: stop emitting a's optional properties that b requires, so
-        that every object we emit for a fails b ("exactly one" then holds)."""
-        if not (isinstance(a, dict) and isinstance(b, dict) and "properties" in a and "properties" in b):
-            return a
-        drop = set(b.get("required", [])) - set(a.get("required", []))
-        if not drop & set(a["properties"]):
-            return a
-        out = {**a, "properties": {k: v for k, v in a["properties"].items() if k not in drop}}
-        # Its declared properties no longer describe what validates: drop the marker that
-        # exclusivity proofs read as "no other keys allowed".
-        out.pop("additionalProperties", None)
-        if id(a) in self.loose:
-            self.loose.add(id(out))
-        return out
+        return norm_union(self, s, path)
 
     def norm_plain(self, s: dict, path: str) -> Any:
         if "const" in s or "enum" in s:
@@ -288,112 +247,19 @@ class _Normalizer:
         return self.norm_object(s, path)
 
     def norm_string(self, s: dict, path: str) -> Any:
-        lo, hi = _count(s, "minLength", path) or 0, _count(s, "maxLength", path)
-        fmt, pattern = s.get("format"), s.get("pattern")
-        if fmt is not None and pattern is not None:
-            raise _err("pattern", path, "pattern together with format is not enforced")
-        inner, anchored = None, True
-        if fmt is not None:
-            if fmt not in STRING_FORMATS:
-                raise _err("format", path, f"format {fmt!r} is not supported")
-            inner = STRING_FORMATS[fmt]
-        elif pattern is not None:
-            try:
-                inner, anchored = pattern_to_regex(pattern)
-            except UnsupportedSchema as e:
-                raise _err("pattern", path, str(e)) from None
-        if inner is None:
-            out: dict[str, Any] = {"type": "string"}
-            if lo:
-                out["minLength"] = lo
-            if hi is not None:
-                out["maxLength"] = hi
-            return out
-        if lo or hi is not None:  # a length alongside a pattern/format must already be implied by it
-            wmin, wmax = regex_width(inner) if anchored else (0, math.inf)
-            if wmin < lo or (hi is not None and wmax > hi):
-                kw = "maxLength" if hi is not None and wmax > hi else "minLength"
-                raise _err(kw, path, "length limits combined with pattern/format are not enforced")
-        return self.placeholder('"' + inner + '"', "string")
+        from .schema_values import norm_string
+
+        return norm_string(self, s, path)
 
     def norm_number(self, s: dict, t: str, path: str) -> Any:
-        mult = s.get("multipleOf")
-        if mult is not None:
-            if mult == 1 or (t == "integer" and isinstance(mult, (int, float)) and 1 / mult == int(1 / mult)):
-                t = "integer"  # multipleOf 1 (or 1/n on integers) means "integral"
-            else:
-                raise _err("multipleOf", path)
-        lo, lo_x = s.get("minimum"), False
-        hi, hi_x = s.get("maximum"), False
-        xmin, xmax = s.get("exclusiveMinimum"), s.get("exclusiveMaximum")
-        if xmin is True:  # draft-4 boolean form
-            lo_x = lo is not None
-        elif isinstance(xmin, (int, float)) and not isinstance(xmin, bool) and (lo is None or xmin >= lo):
-            lo, lo_x = xmin, True
-        if xmax is True:
-            hi_x = hi is not None
-        elif isinstance(xmax, (int, float)) and not isinstance(xmax, bool) and (hi is None or xmax <= hi):
-            hi, hi_x = xmax, True
-        # `format` constrains strings only; on numbers an unknown format is a pure annotation.
-        fmt = s.get("format")
-        if t == "integer":
-            if fmt in INT_FORMATS:
-                flo, fhi = INT_FORMATS[fmt]
-                lo, lo_x = (flo, False) if lo is None or lo < flo else (lo, lo_x)
-                hi, hi_x = (fhi, False) if hi is None or hi > fhi else (hi, hi_x)
-            if lo is None and hi is None:
-                return {"type": "integer"}
-            ilo = None if lo is None else (math.floor(lo) + 1 if lo_x else math.ceil(lo))
-            ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x else math.floor(hi))
-            if ilo is not None and ihi is not None and ilo > ihi:
-                return FALSE
-            return self.placeholder(int_range(ilo, ihi), "number")
-        if lo is None and hi is None:
-            return {"type": "number"}
-        try:
-            return self.placeholder(number_range(lo, lo_x, hi, hi_x), "number")
-        except UnsupportedSchema as e:
-            raise _err("minimum" if lo is not None else "maximum", path, str(e)) from None
+        from .schema_values import norm_number
+
+        return norm_number(self, s, t, path)
 
     def norm_array(self, s: dict, path: str) -> Any:
-        lo, hi = _count(s, "minItems", path) or 0, _count(s, "maxItems", path)
-        if s.get("uniqueItems") is True and (hi is None or hi > 1):
-            raise _err("uniqueItems", path)
-        if "contains" in s:
-            if s["contains"] is not True and s["contains"] != {}:
-                raise _err("contains", path)
-            if s.get("minContains", 1) > 0:  # contains: true == "at least one item"
-                lo = max(lo, 1)
-            if "maxContains" in s:
-                raise _err("maxContains", path)
-        if "unevaluatedItems" in s and s["unevaluatedItems"] is not True and s["unevaluatedItems"] != {}:
-            raise _err("unevaluatedItems", path)
-        items = s.get("items")
-        prefix = s.get("prefixItems")
-        if isinstance(items, list):  # draft-4..2019 tuple form
-            prefix, items = items, s.get("additionalItems")
-        if prefix is not None:
-            # outlines-core emits exactly len(prefix) items, which is sound iff the count is allowed.
-            n = len(prefix)
-            if n < lo or (hi is not None and n > hi):
-                raise _err("prefixItems", path, "prefixItems with minItems/maxItems other than its length")
-            normed = [self.norm(p, f"{path}.prefixItems[{i}]") for i, p in enumerate(prefix)]
-            if any(p is FALSE for p in normed):
-                return FALSE
-            return {"type": "array", "prefixItems": normed} if normed else {"enum": [[]]}
-        out: dict[str, Any] = {"type": "array"}
-        if items is not None:
-            ni = self.norm(items, path + ".items")
-            if ni is FALSE:
-                return {"enum": [[]]} if lo == 0 else FALSE
-            out["items"] = ni
-        if lo:
-            out["minItems"] = lo
-        if hi is not None:
-            out["maxItems"] = hi
-        if hi is not None and hi < lo:
-            return FALSE
-        return out
+        from .schema_values import norm_array
+
+        return norm_array(self, s, path)
 
     def norm_object(self, s: dict, path: str) -> Any:
         from .schema_objects import norm_object

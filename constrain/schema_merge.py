@@ -144,39 +144,55 @@ def type_set(n: Any, ph_types: dict[str, str]) -> set[str] | None:
     return None
 
 
-def disjoint(a: Any, b: Any, ph_types: dict[str, str], loose: set[int]) -> bool:
+def disjoint(a: Any, b: Any, ctx: Any) -> bool:
     """True when no JSON text emitted for normalised schema `a` validates against `b`, and v.v."""
-    return _excl(a, b, ph_types, loose) and _excl(b, a, ph_types, loose)
+    return _excl(a, b, ctx) and _excl(b, a, ctx)
 
 
-def _excl(a: Any, b: Any, ph_types: dict[str, str], loose: set[int]) -> bool:
-    """No text emitted for `a` validates against `b` (a: what we emit; b: what validates)."""
+def _excl(a: Any, b: Any, ctx: Any) -> bool:
+    """No text emitted for `a` validates against `b` (a: what we emit; b: what validates).
+
+    ctx (the normaliser) supplies `ph_types` (placeholder -> JSON type), `ph_excludes`
+    (placeholder -> string values it never emits), `loose` (ids of schemas that had no "type":
+    other JSON types validate too) and `inexact` (ids of schemas narrowed below what validates:
+    they cannot stand for "what validates", so nothing is proven against them)."""
+    ph_types = ctx.ph_types
+    if id(b) in ctx.inexact:
+        return False
     if "anyOf" in a:
-        return all(_excl(x, b, ph_types, loose) for x in a["anyOf"])
+        return all(_excl(x, b, ctx) for x in a["anyOf"])
     if "anyOf" in b:
-        return id(b) not in loose and all(_excl(a, x, ph_types, loose) for x in b["anyOf"])
+        return id(b) not in ctx.loose and all(_excl(a, x, ctx) for x in b["anyOf"])
     ta = type_set(a, ph_types)
     tb_emit = type_set(b, ph_types)
-    tb = None if id(b) in loose else tb_emit  # what validates: any type when b had no "type"
+    tb = None if id(b) in ctx.loose else tb_emit  # what validates: any type when b had no "type"
     if ta is not None and tb is not None and not ta & tb:
         return True
     if "enum" in a and "enum" in b:
-        if any(isinstance(v, str) and v in ph_types for v in [*a["enum"], *b["enum"]]):
+        ph = [v for v in a["enum"] if isinstance(v, str) and v in ph_types]
+        if any(isinstance(v, str) and v in ph_types for v in b["enum"]):
             return False
+        if ph:  # a placeholder that provably never emits b's strings (and no other type of b)
+            excluded = set().union(*(ctx.ph_excludes.get(v, set()) for v in ph))
+            if not all(v in ctx.ph_excludes for v in ph) or any(
+                    not isinstance(v, str) and _value_type(v) in ta for v in b["enum"]):
+                return False
+            if any(isinstance(v, str) and v not in excluded for v in b["enum"]):
+                return False
+            return not {_key(v) for v in a["enum"] if v not in ph} & {_key(v) for v in b["enum"]}
         return not {_key(v) for v in a["enum"]} & {_key(v) for v in b["enum"]}
     # For objects, b's object keywords decide even when b is loose (other types also validate).
     if ta == {"object"} and tb_emit == {"object"} and "properties" in a and "properties" in b:
         pa, pb = a["properties"], b["properties"]
         # We only ever emit declared properties: a key `b` requires that `a` never emits, or a key
-        # `a` always emits that `b` forbids, separates them; so does a key both require whose
-        # values are exclusive.
+        # `a` always emits that `b` forbids, separates them; so does a key `a` always emits whose
+        # value fails b's schema for it.
         if set(b.get("required", [])) - set(pa):
             return True
         if b.get("additionalProperties") is False and set(a.get("required", [])) - set(pb):
             return True
-        common = set(a.get("required", [])) & set(b.get("required", []))
-        return any(_excl(pa[k], pb[k], ph_types, loose) for k in common)
+        return any(_excl(pa[k], pb[k], ctx) for k in a.get("required", []) if k in pb)
     if ta == {"array"} and tb_emit == {"array"} and "prefixItems" in a and "prefixItems" in b:
         # a emits exactly len(a.prefixItems) items; b checks each position it declares.
-        return any(_excl(x, y, ph_types, loose) for x, y in zip(a["prefixItems"], b["prefixItems"]))
+        return any(_excl(x, y, ctx) for x, y in zip(a["prefixItems"], b["prefixItems"]))
     return False

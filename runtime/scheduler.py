@@ -302,7 +302,7 @@ class Scheduler:
         if room <= 0:
             return 0, new_ids
         saved = req.grammar.copy()
-        res = req.grammar.jump_forward(req.output_ids, self.tokenizer)
+        res = req.grammar.jump_forward(req.output_ids, self.tokenizer, self.config.jump_forward_retokenize)
         if not res or not res[1]:
             req.grammar = saved
             return 0, new_ids

@@ -83,14 +83,17 @@ class SchedulerLoop:
             if not busy and not poller.poll(PARENT_CHECK_MS) and os.getppid() != parent_pid:
                 logger.warning("parent process is gone; exiting")
                 return
-            self.drain()
-            outputs = list(self.immediate)
-            self.immediate.clear()
-            if self.sched.has_work():
-                outputs.extend(self.sched.step())
-            self.settle_aborts(outputs)
-            if outputs:
-                self.publish(outputs)
+            self.run_once()
+
+    def run_once(self) -> None:
+        self.drain()
+        outputs = list(self.immediate)
+        self.immediate.clear()
+        if self.sched.has_work():
+            outputs.extend(self.sched.step())
+        self.settle_aborts(outputs)
+        if outputs:
+            self.publish(outputs)
 
     def drain(self) -> None:
         while True:

@@ -13,7 +13,7 @@ SCHEMA = {"type": "object", "properties": {
 TARGET = {"name": "Hermione Grånger", "house": "Gryffindor", "age": 19, "wand": {"wood": "vine", "length": 10.75}}
 
 
-def scripted_decode(g, tokenizer, target: str, use_jump: bool):
+def scripted_decode(g, tokenizer, target: str, use_jump: bool, max_retokenize: int = 0):
     """A deterministic "model": at each step the allowed token that is the longest prefix of the
     remaining target text. Returns (output ids, number of jump-forward calls that fired)."""
     vocab = g.vocab
@@ -22,7 +22,7 @@ def scripted_decode(g, tokenizer, target: str, use_jump: bool):
     jumps = 0
     for _ in range(400):
         if use_jump:
-            r = m.jump_forward(out, tokenizer)
+            r = m.jump_forward(out, tokenizer, max_retokenize)
             if r is not None:
                 k, new = r
                 out = out[: len(out) - k] + new
@@ -57,12 +57,13 @@ def test_forced_text(compiler, tokenizer):
     assert choice.matcher().forced_text() == ""
 
 
-def test_jump_forward_reaches_same_text_with_fewer_steps(compiler, tokenizer):
+@pytest.mark.parametrize("max_retokenize", [0, 4])
+def test_jump_forward_reaches_same_text_with_fewer_steps(compiler, tokenizer, max_retokenize):
     g = compiler.compile_sync("json_schema", SCHEMA)
     target = json.dumps(TARGET, separators=(",", ":"), ensure_ascii=False)
     assert re.fullmatch(g.regex, target)
     plain, _ = scripted_decode(g, tokenizer, target, use_jump=False)
-    jumped, jumps = scripted_decode(g, tokenizer, target, use_jump=True)
+    jumped, jumps = scripted_decode(g, tokenizer, target, use_jump=True, max_retokenize=max_retokenize)
     assert tokenizer.decode(plain) == tokenizer.decode(jumped) == target
     assert jumps >= 4
 

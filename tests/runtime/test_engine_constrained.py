@@ -82,22 +82,30 @@ def test_json_schema_outputs_validate(engine: Engine) -> None:
     assert sum(o["meta"]["finish_reason"]["type"] == "stop" for o in outs) >= 4
 
 
-def test_jump_forward_same_output_fewer_passes(engine: Engine) -> None:
-    prompts = [chat(engine.tokenizer, f"Give a JSON card for {n}.") for n in ("Harry Potter", "Luna Lovegood", "Severus Snape")]
+def test_jump_forward_valid_fewer_passes_mostly_same(engine: Engine) -> None:
+    """Jump-forward appends forced text without a forward per token. Its greedy output can differ
+    from decoding without it (the model's token history differs at forced boundaries), which is why
+    it is off by default; this measures that rate and keeps it from regressing."""
+    names = ["Harry Potter", "Luna Lovegood", "Severus Snape", "Albus Dumbledore", "Draco Malfoy", "Rubeus Hagrid"]
+    prompts = [chat(engine.tokenizer, f"Give a JSON card for {n}.") for n in names]
     base = {"json_schema": PERSON, "temperature": 0.0, "max_new_tokens": 128}
     off = engine.generate(prompts, {**base, "jump_forward": False})
     engine.flush_cache()
     on = engine.generate(prompts, {**base, "jump_forward": True})
-    for a, b in zip(off, on):
-        assert a["text"] == b["text"]
-        jsonschema.validate(json.loads(b["text"]), PERSON)
+    for o in on:
+        jsonschema.validate(json.loads(o["text"]), PERSON)
+    same = sum(a["text"] == b["text"] for a, b in zip(off, on))
+    print(f"jump-forward greedy-identical: {same}/{len(prompts)}")
+    assert same >= len(prompts) // 2
     assert sum(o["meta"]["jump_forward_tokens"] for o in on) > 0
-    assert sum(o["meta"]["num_forward_passes"] for o in on) < sum(o["meta"]["num_forward_passes"] for o in off)
+    passes_on = sum(o["meta"]["num_forward_passes"] for o in on)
+    passes_off = sum(o["meta"]["num_forward_passes"] for o in off)
+    assert passes_on < 0.7 * passes_off
 
 
 def test_streaming_with_jump_forward_equals_text(engine: Engine) -> None:
     prompt = chat(engine.tokenizer, "Give a JSON card for Hermione Granger.")
-    params = {"json_schema": PERSON, "temperature": 0.0, "max_new_tokens": 128}
+    params = {"json_schema": PERSON, "temperature": 0.0, "max_new_tokens": 128, "jump_forward": True}
     text = engine.generate(prompt, params)["text"]
     assert "".join(engine.stream(prompt, params)) == text
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import shutil
+import time
 
 import pytest
 
@@ -70,3 +72,46 @@ def test_response_format_mapping() -> None:
     with pytest.raises(ApiError):
         build_params(ChatCompletionRequest.model_validate(
             {"messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 5}}), 5, None)
+
+
+def test_scheduler_loop_with_fake(tmp_path) -> None:
+    """The scheduler process's loop, in-process: rejects become 400 outputs, aborts finish once,
+    each rid's first output carries its detokenizer init, RPCs answer."""
+    import zmq
+    from fake_scheduler import FakeScheduler
+
+    from arborlm.runtime.config import EngineConfig
+    from arborlm.runtime.server.io_struct import AbortReq, IpcNames, RpcReq
+    from arborlm.runtime.server.scheduler_process import SchedulerLoop
+
+    ipc = IpcNames.create()
+    ctx = zmq.Context()
+    detok_in, main_in = ctx.socket(zmq.PULL), ctx.socket(zmq.PULL)
+    detok_in.bind(ipc.detokenizer_in)
+    main_in.bind(ipc.main_in)
+    loop = SchedulerLoop(FakeScheduler(EngineConfig(max_total_tokens=4096)), ipc, ctx)
+    send = ctx.socket(zmq.PUSH)
+    send.connect(ipc.scheduler_in)
+    try:
+        send.send_pyobj(TokenizedRequest("ok", [1, 2, 3], SamplingParams(max_new_tokens=50)))
+        send.send_pyobj(TokenizedRequest("bad", [1], SamplingParams(max_new_tokens=-1)))
+        send.send_pyobj(RpcReq(7, "stats"))
+        time.sleep(0.2)
+        loop.run_once()
+        first = detok_in.recv_pyobj()
+        assert {o.rid for o in first.outputs} == {"ok", "bad"} and set(first.inits) == {"ok", "bad"}
+        bad = next(o for o in first.outputs if o.rid == "bad")
+        assert bad.finished and bad.meta["error"]["code"] == 400
+        assert main_in.recv_pyobj().result["num_waiting"] == 1  # answered before the step ran
+        send.send_pyobj(AbortReq("ok"))
+        time.sleep(0.2)
+        for _ in range(3):
+            loop.run_once()
+        assert detok_in.poll(1000)
+        outs = detok_in.recv_pyobj().outputs
+        assert [(o.rid, o.finished, o.finish_reason.kind) for o in outs] == [("ok", True, "abort")]
+        assert not loop.live and not loop.sched.has_work()
+        assert not detok_in.poll(100)  # nothing more: the abort was reported exactly once
+    finally:
+        ctx.destroy(linger=0)
+        shutil.rmtree(ipc.tmpdir, ignore_errors=True)
