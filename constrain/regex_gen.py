@@ -183,6 +183,8 @@ def regex_width(regex: str) -> tuple[int, int]:
 _CAT = {
     _sre_c.CATEGORY_DIGIT: "0-9",
     _sre_c.CATEGORY_WORD: "a-zA-Z0-9_",
+    # ECMA \s minus the characters JSON must escape (those are excluded from every class anyway).
+    _sre_c.CATEGORY_SPACE: "\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff",
 }
 _NOT_CAT = {
     _sre_c.CATEGORY_NOT_DIGIT: "0-9",

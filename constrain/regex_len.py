@@ -8,7 +8,8 @@ characters), so the width of the pattern tree is the decoded length of what we e
 To meet the limits we narrow the pattern instead of rejecting it:
 - an unanchored start is anchored (the match starts at the first character: still a search hit);
 - an unanchored end is padded with 0..k escape-free characters so the total stays in range;
-- unbounded repeats `{m,}` become `{m+f, m+f+e}` with the smallest f / largest e that fit.
+- unbounded repeats `{m,}` become `{m+f, m+f+e}` (bounded ones `{min(m+f, M), M}`), with the
+  smallest f and then the largest e that fit.
 """
 
 from __future__ import annotations
@@ -21,23 +22,45 @@ SAFE_CHAR = r'[^"\\\x00-\x1F\x7F-\x9F]'  # one decoded character, written withou
 _INF = 1 << 40
 
 
-def _transform(seq, f: int, e: int | None):
-    """Copy of a parsed pattern with every unbounded repeat {m,} turned into {m+f, m+f+e}."""
+def _transform(seq, f: int, e: int | None, only: int | None = None, _n: list | None = None):
+    """Copy of a parsed pattern with unbounded repeats {m,} turned into {m+f, m+f+e} and bounded
+    ones {m,M} into {min(m+f, M), M}; with `only`, f applies to the only-th repeat alone."""
+    n = [0] if _n is None else _n
     out = []
     for op, av in seq:
         if op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
             lo, hi, item = av
-            item = _transform(item, f, e)
+            ff = f if only is None or only == n[0] else 0
+            n[0] += 1
+            item = _transform(item, f, e, only, n)
             if hi == _sre_c.MAXREPEAT:
-                lo, hi = lo + f, (_sre_c.MAXREPEAT if e is None else lo + f + e)
+                lo, hi = lo + ff, (_sre_c.MAXREPEAT if e is None else lo + ff + e)
+            else:
+                lo = min(lo + ff, hi)
             out.append((op, (lo, hi, item)))
         elif op is _sre_c.BRANCH:
-            out.append((op, (av[0], [_transform(b, f, e) for b in av[1]])))
+            out.append((op, (av[0], [_transform(b, f, e, only, n) for b in av[1]])))
         elif op is _sre_c.SUBPATTERN:
-            out.append((op, (*av[:3], _transform(av[3], f, e))))
+            out.append((op, (*av[:3], _transform(av[3], f, e, only, n))))
         else:
             out.append((op, av))
-    return _sre_p.SubPattern(seq.state, out) if hasattr(seq, "state") else _sre_p.SubPattern(_sre_p.State(), out)
+    return _sre_p.SubPattern(_sre_p.State(), out)
+
+
+def _repeats(seq) -> int:
+    return sum(1 for op, _ in _walk(seq) if op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT))
+
+
+def _walk(seq):
+    for op, av in seq:
+        yield op, av
+        if op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
+            yield from _walk(av[2])
+        elif op is _sre_c.BRANCH:
+            for b in av[1]:
+                yield from _walk(b)
+        elif op is _sre_c.SUBPATTERN:
+            yield from _walk(av[3])
 
 
 def _width(seq) -> tuple[int, int]:
@@ -45,40 +68,52 @@ def _width(seq) -> tuple[int, int]:
     return lo, (_INF if hi >= _sre_c.MAXREPEAT else hi)
 
 
+def _fit_with(core, f: int, only: int | None, free: bool, begins: bool, ends: bool, lo: int,
+              hi: int | None) -> str | None:
+    top = _INF if hi is None else hi
+    t = _transform(core, f, None, only)
+    wmin, wmax = _width(t)
+    if wmin > top or (not free and wmin < lo):
+        return None
+    pad_lo = max(0, lo - wmin) if free else 0
+    chosen = t
+    if hi is not None and wmax > top - pad_lo:  # largest e with max width <= top - pad_lo
+        a, b = -1, top
+        while a < b:
+            m = (a + b + 1) // 2
+            if _width(_transform(core, f, m, only))[1] <= top - pad_lo:
+                a = m
+            else:
+                b = m - 1
+        if a < 0:
+            return None
+        chosen = _transform(core, f, a, only)
+    wmin, wmax = _width(chosen)
+    if hi is None:
+        pad = f"{SAFE_CHAR}{{{pad_lo}}}{STRING_CHAR}*" if pad_lo else STRING_CHAR + "*"
+    else:
+        pad = f"{SAFE_CHAR}{{{pad_lo},{top - wmax}}}" if free else ""
+    pre = pad if ends and not begins else STRING_CHAR + "*" if not begins and hi is None else ""
+    post = "" if ends else pad
+    return pre + _emit(chosen) + post
+
+
 def _fit(items, begins: bool, ends: bool, lo: int, hi: int | None) -> str:
     """Regex (JSON string content) for strings matching one anchored/unanchored branch with
     decoded length in [lo, hi]."""
     core = _sre_p.SubPattern(_sre_p.State(), list(items))
-    top = _INF if hi is None else hi
     free = not (begins and ends)  # a side where padding keeps the search hit
-    for f in range(0, max(lo, 0) + 1):
-        t = _transform(core, f, None)
-        wmin, wmax = _width(t)
-        if wmin > top:
-            break
-        if not free and wmin < lo:
-            continue
-        pad_lo = max(0, lo - wmin) if free else 0
-        chosen = t
-        if hi is not None and wmax > top - pad_lo:  # largest e with max width <= top - pad_lo
-            a, b = -1, top
-            while a < b:
-                m = (a + b + 1) // 2
-                if _width(_transform(core, f, m))[1] <= top - pad_lo:
-                    a = m
-                else:
-                    b = m - 1
-            if a < 0:
-                continue
-            chosen = _transform(core, f, a)
-        wmin, wmax = _width(chosen)
-        if hi is None:
-            pad = f"{SAFE_CHAR}{{{pad_lo}}}{STRING_CHAR}*" if pad_lo else STRING_CHAR + "*"
-        else:
-            pad = f"{SAFE_CHAR}{{{pad_lo},{top - wmax}}}" if free else ""
-        pre = pad if ends and not begins else STRING_CHAR + "*" if not begins and hi is None else ""
-        post = "" if ends else pad
-        return pre + _emit(chosen) + post
+    # Lengthen as little as possible: no change, then one repeat at a time, then all of them.
+    for only in [-1, *range(_repeats(core)), None]:
+        prev = None
+        for f in range(0 if only == -1 else 1, (0 if only == -1 else max(lo, 0)) + 1):
+            out = _fit_with(core, f, only, free, begins, ends, lo, hi)
+            if out is not None:
+                return out
+            wmin = _width(_transform(core, f, None, only))[0]
+            if wmin == prev or wmin >= lo:
+                break  # lengthening this repeat further cannot help
+            prev = wmin
     raise UnsupportedSchema("no string of the allowed length matches the pattern")
 
 

@@ -10,6 +10,37 @@ placeholders. Anything we cannot enforce raises `UnsupportedSchema` naming the k
 JSON path. The promise is soundness: every string the regex accepts validates against the schema.
 Completeness is traded away only where documented (compact JSON, declared property order, no
 exponent in bounded numbers, no `\\uXXXX` escapes, objects restricted to declared properties).
+
+Sound narrowings (the FSM accepts a subset of the valid instances; each is recorded with
+`_Normalizer.narrowed`, so a narrowed schema is never used as "what validates" in oneOf proofs):
+
+| keyword(s)                       | what we emit                                               | module          |
+|----------------------------------|------------------------------------------------------------|-----------------|
+| recursive `$ref`                 | unrolled RECURSION_UNROLL times, deeper levels not emitted | schema          |
+| `uniqueItems`                    | small scalar enum items: distinct values in enum order;    | schema_values   |
+|                                  | prefixItems: only if provably pairwise distinct; else at   |                 |
+|                                  | most 1 item (minItems > 1 rejected)                        |                 |
+| `contains`                       | the first item satisfies contains (and items)              | schema_values   |
+| `minLength`/`maxLength` + pattern| pattern anchored at the start, end padded with escape-free | regex_len       |
+|   or known format                | characters, repeats bounded/lengthened to fit the limits   |                 |
+| `minProperties` (declared props) | the first optional declared properties become required     | schema_objects  |
+| `maxProperties` (declared props) | required + first optional properties up to the cap         | schema_objects  |
+| `patternProperties` (no props)   | every key matches a pattern; value: all pattern schemas    | schema_generic  |
+| `propertyNames` (no props)       | keys from the normalised propertyNames schema              | schema_generic  |
+| `minProperties` 1 / `maxProperties` (no props) | 1.. / ..n entries (keys may repeat:   | schema_generic  |
+|                                  | n entries never give more than n distinct keys)            |                 |
+| overlapping `oneOf`              | a branch narrowed until its texts fail every other branch  | schema_oneof    |
+|                                  | (optional property made required, optional property b      |                 |
+|                                  | requires dropped, "any string but b's enum"); branches     |                 |
+|                                  | still not provably exclusive are not emitted               |                 |
+| `\\s` in a pattern                 | ECMA whitespace that needs no JSON escape                  | regex_gen       |
+
+Unknown `format` values are *annotations*: JSON Schema 2020-12 asserts `format` only under the
+optional format-assertion vocabulary (drafts 4-7: validators "may" assert it), and an unknown
+format has no semantics to check, so it is ignored, also for type inference. Known formats
+(regex_gen.STRING_FORMATS) are enforced: a narrowing under annotation semantics, exact under
+assertion semantics. Still rejected: minProperties > 1 without declared properties (distinct
+generated keys), pattern together with a format, lookarounds, `if`/`then`/`else`, most `not`.
 """
 
 from __future__ import annotations
@@ -19,7 +50,7 @@ from typing import Any
 
 from outlines_core.json_schema import build_regex_from_schema
 
-from .regex_gen import UnsupportedSchema
+from .regex_gen import INT_FORMATS, NUMBER_FORMATS, STRING_FORMATS, UnsupportedSchema
 from .schema_guard import MAX_REGEX_CHARS, guarded_build_regex, needs_guard
 from .schema_merge import FALSE, merge_all
 
@@ -40,6 +71,7 @@ OBJECT_KW = {"properties", "required", "additionalProperties", "patternPropertie
              "unevaluatedProperties"}
 # Keywords with a meaning we do not implement anywhere: always rejected when present.
 ALWAYS_UNSUPPORTED = {"$dynamicRef", "$recursiveRef", "$dynamicAnchor", "$recursiveAnchor"}
+KNOWN_FORMATS = set(STRING_FORMATS) | set(INT_FORMATS) | NUMBER_FORMATS
 PLACEHOLDER = "ARBORLMPH{}X"
 RECURSION_UNROLL = 2  # how many times a recursive $ref is expanded along one path
 # "Any JSON value". outlines-core renders `{}` as an unparenthesised alternation, which breaks when
@@ -83,6 +115,10 @@ class _Normalizer:
         self.placeholders[key] = regex
         self.ph_types[key] = kind
         return {"enum": [key]}
+
+    def regex_of(self, normed: Any) -> str:
+        """Regex of a normalised sub-schema (its placeholders are substituted at the very end)."""
+        return build_json_regex(normed, self.placeholders, self.ws)
 
     def resolve(self, ref: str, path: str) -> Any:
         if not ref.startswith("#"):
@@ -201,6 +237,10 @@ class _Normalizer:
     def norm_plain(self, s: dict, path: str) -> Any:
         if "const" in s or "enum" in s:
             return self.norm_enum(s, path)
+        if "format" in s and s["format"] not in KNOWN_FORMATS:
+            # An unknown format is an annotation (see the narrowing table): it neither asserts
+            # anything nor says which type the schema is about.
+            s = {k: v for k, v in s.items() if k != "format"}
         t = s.get("type")
         if t is None:  # infer from the keywords present (a subset of all types: sound)
             types = [name for name, kws in (("object", OBJECT_KW), ("array", ARRAY_KW), ("string", STRING_KW),
@@ -219,9 +259,10 @@ class _Normalizer:
         if "number" in types and "integer" in types:
             types = [x for x in types if x != "integer"]
         if len(types) != 1:
-            branches = [self.norm_type(s, x, f"{path}") for x in types]
-            branches = [b for b in branches if b is not FALSE]
-            return FALSE if not branches else branches[0] if len(branches) == 1 else {"anyOf": branches}
+            nf = self.nf
+            branches = [b for b in (self.norm_type(s, x, f"{path}") for x in types) if b is not FALSE]
+            out = FALSE if not branches else branches[0] if len(branches) == 1 else {"anyOf": branches}
+            return self.narrowed(out) if nf != self.nf and len(branches) < len(types) else out
         return self.norm_type(s, types[0], path)
 
     def norm_enum(self, s: dict, path: str) -> Any:
@@ -267,16 +308,6 @@ class _Normalizer:
         return norm_object(self, s, path)
 
 
-def _count(s: dict, key: str, path: str) -> int | None:
-    """A non-negative integer keyword; 2.0 is accepted as 2 (JSON Schema allows it)."""
-    v = s.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
-        raise UnsupportedSchema(f"invalid value {v!r} for '{key}' at {path}")
-    return int(v)
-
-
 def _json_eq(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) and type(a) is type(b) or (
         isinstance(a, (int, float)) and isinstance(b, (int, float))
@@ -298,33 +329,40 @@ def validates(value: Any, schema: dict, root: Any) -> bool:
         return False
 
 
-def normalize_schema(schema: Any) -> tuple[Any, dict[str, str]]:
+def normalize_schema(schema: Any, ws: str = "") -> tuple[Any, dict[str, str]]:
     """(normalised schema, placeholder -> regex); raises UnsupportedSchema."""
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
         except json.JSONDecodeError as e:
             raise UnsupportedSchema(f"JSON schema is not valid JSON: {e}") from None
-    n = _Normalizer(schema)
+    n = _Normalizer(schema, ws)
     out = n.norm(schema, "$")
     if out is FALSE:
         raise UnsupportedSchema("schema is unsatisfiable (no JSON value validates against it)")
     return out, n.placeholders
 
 
-def schema_to_regex(schema: Any, whitespace_pattern: str | None = None) -> str:
-    """Regex for the JSON texts that validate against `schema` (compact unless whitespace given)."""
-    normed, placeholders = normalize_schema(schema)
-    ws = "" if whitespace_pattern is None else whitespace_pattern
+def build_json_regex(normed: Any, placeholders: dict[str, str], ws: str) -> str:
+    """outlines-core's regex for a normalised schema (forked and memory-capped when big)."""
     if needs_guard(normed, placeholders):
         regex = guarded_build_regex(json.dumps(normed), ws)
     else:
         regex = build_regex_from_schema(json.dumps(normed), ws)
     if len(regex) > MAX_REGEX_CHARS:
         raise UnsupportedSchema(f"schema too large: its regex exceeds {MAX_REGEX_CHARS} characters")
-    for key, sub in placeholders.items():
-        quoted = f'"{key}"'
-        if quoted not in regex:
-            raise UnsupportedSchema(f"internal: placeholder {key} lost by outlines-core")
-        regex = regex.replace(quoted, f"({sub})")
+    return regex
+
+
+def schema_to_regex(schema: Any, whitespace_pattern: str | None = None) -> str:
+    """Regex for the JSON texts that validate against `schema` (compact unless whitespace given)."""
+    ws = "" if whitespace_pattern is None else whitespace_pattern
+    normed, placeholders = normalize_schema(schema, ws)
+    regex = build_json_regex(normed, placeholders, ws)
+    # Placeholders may nest (a container regex we wrote embeds normalised sub-schemas): substitute
+    # the latest first, so that the ones they introduce are substituted after them.
+    for key in reversed(list(placeholders)):
+        regex = regex.replace(f'"{key}"', f"({placeholders[key]})")
+    if "ARBORLMPH" in regex:
+        raise UnsupportedSchema("internal: placeholder left in the regex")
     return regex

@@ -62,8 +62,8 @@ def merge_all(parts: list[Any], expand: Callable[[Any], Any]) -> Any:
                 raise UnsupportedSchema("cannot merge additionalProperties with patternProperties")
             ap_parts.append((set(p.get("properties", {})), p["additionalProperties"]))
         for k, v in p.items():
-            if k in _SKIP:
-                continue
+            if k in _SKIP or (k == "if" and "then" not in p and "else" not in p):
+                continue  # annotations; an `if` without then/else asserts nothing
             if k not in out:
                 out[k] = v
                 continue
@@ -97,6 +97,8 @@ def merge_all(parts: list[Any], expand: Callable[[Any], Any]) -> Any:
                 out[k] = {"allOf": [cur, v]}
             elif k == "anyOf":
                 out[k] = [{"allOf": [a, b]} for a in cur for b in v]
+            elif k == "oneOf":  # kept apart: norm_union merges it into each branch of the first
+                out["allOf"] = [*out.get("allOf", []), {"oneOf": v}]
             elif k == "additionalProperties":
                 out[k] = False if False in (cur, v) else {"allOf": [cur, v]}
             else:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .regex_gen import UnsupportedSchema
 from .schema_merge import FALSE
+from .schema_values import count
 
 
 def _err(keyword: str, path: str, why: str = "") -> UnsupportedSchema:
@@ -31,8 +32,8 @@ def norm_object(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
         ap = uneval
     pp = s.get("patternProperties") or {}
     pn = s.get("propertyNames")
-    min_p = int(s.get("minProperties", 0))
-    max_p = None if s.get("maxProperties") is None else int(s["maxProperties"])
+    min_p = count(s, "minProperties", path) or 0
+    max_p = count(s, "maxProperties", path)
     dep_req = dict(s.get("dependentRequired") or {})
     dep_sch = dict(s.get("dependentSchemas") or {})
     for k, v in (s.get("dependencies") or {}).items():
@@ -60,14 +61,15 @@ def norm_object(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
                 props[name] = ap if isinstance(ap, dict) else {}
 
     if not props:
-        for kw, bad in (("patternProperties", bool(pp)), ("propertyNames", not _trivial(pn)),
-                        ("minProperties", min_p > 0 and ap is not False),
-                        ("maxProperties", max_p is not None),
-                        ("dependentRequired", bool(dep_req)), ("dependentSchemas", bool(dep_sch))):
+        for kw, bad in (("dependentRequired", bool(dep_req)), ("dependentSchemas", bool(dep_sch))):
             if bad:
                 raise _err(kw, path, "on an object without declared properties")
-        if ap is False:
+        if ap is False and not pp:
             return FALSE if min_p > 0 else {"enum": [{}]}
+        if pp or not _trivial(pn) or min_p > 0 or max_p is not None:
+            from .schema_generic import generic_object
+
+            return generic_object(n, pp, pn, ap, min_p, max_p, path)
         if isinstance(ap, dict) and ap:
             nap = n.norm(ap, path + ".additionalProperties")
             return {"enum": [{}]} if nap is FALSE else {"type": "object", "additionalProperties": nap}
@@ -83,19 +85,27 @@ def norm_object(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
                 return FALSE
             del props[name]
     normed: dict[str, Any] = {}
+    narrowed = False
     for name, sub in props.items():
+        nf = n.nf
         ns = n.norm(sub, f"{path}.properties.{name}")
         if ns is FALSE:
             if name in required:
                 return FALSE
+            narrowed = narrowed or n.nf != nf  # dropped only because of a narrowing
             continue
         normed[name] = ns
     if min_p > len(required):
-        raise _err("minProperties", path, f"only {len(required)} properties are required")
-    if max_p is not None and len(normed) > max_p:
-        if len(required) > max_p:
-            return FALSE
-        raise _err("maxProperties", path, f"{len(normed)} properties are declared")
+        # Narrowing: require the first optional declared properties until min_p are required.
+        optional = [k for k in normed if k not in required]
+        if len(required) + len(optional) < min_p:
+            if ap is False and not pp:
+                return FALSE
+            raise _err("minProperties", path, f"only {len(normed)} properties are declared")
+        required = [*required, *optional[: min_p - len(required)]]
+        narrowed = True
+    if max_p is not None and len(required) > max_p:
+        return FALSE
     for trigger in dep_sch:
         if trigger in normed:
             raise _err("dependentSchemas", path, f"schema dependency on '{trigger}'")
@@ -141,6 +151,14 @@ def norm_object(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
     for props_v, req_v in variants:
         if any(r not in props_v for r in req_v):
             continue  # a dependent that is not declared: we would never emit it
+        if max_p is not None and len(props_v) > max_p:
+            if len(req_v) > max_p:
+                continue
+            # Narrowing: emit only the required and the first optional properties up to max_p.
+            room = max_p - len(req_v)
+            optional = [k for k in props_v if k not in req_v][:room]
+            props_v = {k: v for k, v in props_v.items() if k in req_v or k in optional}
+            narrowed = True
         out: dict[str, Any] = {"type": "object", "properties": props_v}
         if req_v:
             out["required"] = req_v
@@ -148,5 +166,6 @@ def norm_object(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
             out["additionalProperties"] = False
         outs.append(out)
     if not outs:
-        return FALSE
-    return outs[0] if len(outs) == 1 else {"anyOf": outs}
+        return n.narrowed(FALSE) if narrowed else FALSE
+    res = outs[0] if len(outs) == 1 else {"anyOf": outs}
+    return n.narrowed(res) if narrowed else res

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
-from .regex_gen import INT_FORMATS, STRING_FORMATS, UnsupportedSchema, int_range, number_range, pattern_to_regex
+from .regex_gen import (
+    INT_FORMATS,
+    STRING_FORMATS,
+    UnsupportedSchema,
+    int_range,
+    number_range,
+    pattern_to_regex,
+)
 from .regex_len import pattern_with_length
 from .schema_merge import FALSE, disjoint
 
@@ -109,28 +117,25 @@ def _unique_enum(n: Any, values: list, lo: int, hi: int | None) -> Any:
     if lo > 1 or (hi is not None and hi < len(texts)) or any(v in n.ph_types for v in values if isinstance(v, str)):
         return None
     ws = n.ws
-    esc = [_rx_escape(t) for t in texts]
+    esc = [re.escape(t) for t in texts]
     seqs = ["".join([esc[i], *(f"(?:{ws},{ws}{e})?" for e in esc[i + 1:])]) for i in range(len(esc))]
     body = "(?:" + "|".join(seqs) + ")"
     return n.placeholder(rf"\[{ws}{body if lo else '(?:' + body + ')?'}{ws}\]", "array")
 
 
-def _rx_escape(text: str) -> str:
-    import re
-
-    return re.escape(text)
-
-
 def norm_array(n: Any, s: dict, path: str) -> Any:
     lo, hi = count(s, "minItems", path) or 0, count(s, "maxItems", path)
     unique = s.get("uniqueItems") is True and (hi is None or hi > 1)
+    contains = None
     if "contains" in s:
-        if s["contains"] is not True and s["contains"] != {}:
-            raise _err("contains", path)
-        if s.get("minContains", 1) > 0:  # contains: true == "at least one item"
-            lo = max(lo, 1)
         if "maxContains" in s:
             raise _err("maxContains", path)
+        if s["contains"] is not True and s["contains"] != {}:
+            if s.get("minContains", 1) > 1 or unique or isinstance(s.get("items"), list) or "prefixItems" in s:
+                raise _err("contains", path)
+            contains = s["contains"]
+        if s.get("minContains", 1) > 0:  # contains: true == "at least one item"
+            lo = max(lo, 1)
     if "unevaluatedItems" in s and s["unevaluatedItems"] is not True and s["unevaluatedItems"] != {}:
         raise _err("unevaluatedItems", path)
     items = s.get("items")
@@ -155,6 +160,17 @@ def norm_array(n: Any, s: dict, path: str) -> Any:
         if ni is FALSE:
             return {"enum": [[]]} if lo == 0 else FALSE
         out["items"] = ni
+    if contains is not None and s.get("minContains", 1) > 0:
+        # Narrowing: the first item satisfies `contains` (and `items`), the others `items`.
+        first = n.norm({"allOf": [contains, items if items is not None else True]}, path + ".contains")
+        if first is FALSE:
+            raise _err("contains", path, "no item can satisfy it")
+        rest = n.regex_of(ni) if ni is not None else n.regex_of(n.norm(True, path))
+        if hi is not None and hi < max(lo, 1):
+            return FALSE
+        more = f"{{{max(lo, 1) - 1},{'' if hi is None else hi - 1}}}"
+        ws = n.ws
+        return n.narrowed(n.placeholder(rf"\[{ws}(?:{n.regex_of(first)})(?:{ws},{ws}(?:{rest})){more}{ws}\]", "array"))
     if unique:
         # Narrowing: a small scalar enum item type -> its distinct values in enum order;
         # otherwise at most one item (duplicates impossible). minItems > 1 is then rejected.

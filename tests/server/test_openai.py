@@ -128,9 +128,10 @@ def test_real_response_format_json_schema(real_oai: openai.OpenAI) -> None:
 
 @needs_grammar
 def test_real_json_object_and_regex(real_oai: openai.OpenAI) -> None:
-    r = real_oai.chat.completions.create(model="smollm2", temperature=0, max_tokens=30,
-                                         messages=[{"role": "user", "content": "Give a JSON object."}],
-                                         response_format={"type": "json_object"})
+    r = real_oai.chat.completions.create(
+        model="smollm2", temperature=0, max_tokens=100, response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": 'Reply with the JSON object {"a": 1} and nothing else.'}])
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
     assert isinstance(json.loads(r.choices[0].message.content), dict)
     r = real_oai.completions.create(model="smollm2", prompt="The year is", max_tokens=8,
                                     extra_body={"regex": r" [0-9]{4}"})
