@@ -9,6 +9,7 @@ import re
 
 import jsonschema
 import pytest
+from kv_check import assert_kv_baseline
 
 from arborlm.runtime import Engine
 
@@ -27,10 +28,7 @@ def engine(smollm2_path: str):
 @pytest.fixture(autouse=True)
 def back_to_baseline(engine: Engine):
     yield
-    engine.check_invariants()
-    s = engine.stats()
-    assert s["num_running"] == 0 and s["protected_tokens"] == 0
-    assert s["free_slots"] + s["tokens_in_tree"] == s["kv_total_tokens"]
+    assert_kv_baseline(engine)
 
 
 REGEXES = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kv_check import assert_kv_baseline
 
 from arborlm.runtime import Engine
 
@@ -22,10 +23,7 @@ def engine(tiny_model_path: str):
 @pytest.fixture(autouse=True)
 def back_to_baseline(engine: Engine):
     yield
-    engine.check_invariants()
-    s = engine.stats()
-    assert s["num_running"] == 0 and s["protected_tokens"] == 0
-    assert s["free_slots"] + s["tokens_in_tree"] == s["kv_total_tokens"]
+    assert_kv_baseline(engine)
 
 
 def greedy(n: int = 24, **kw) -> dict:

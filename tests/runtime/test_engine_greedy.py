@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kv_check import assert_kv_baseline
 
 from arborlm.runtime import Engine
 
@@ -51,20 +52,11 @@ def engine(smollm2_path: str):
     eng.shutdown()
 
 
-def assert_baseline(engine: Engine) -> None:
-    """No running request holds KV: every slot is free or in the tree, and the tree is unlocked."""
-    engine.check_invariants()
-    s = engine.stats()
-    assert s["num_running"] == 0 and s["num_waiting"] == 0
-    assert s["free_slots"] + s["tokens_in_tree"] == s["kv_total_tokens"]
-    assert s["protected_tokens"] == 0
-
-
 def test_greedy_matches_transformers(engine: Engine, hf_reference) -> None:
     outs = engine.generate(PROMPTS, GREEDY)
     for p, o in zip(PROMPTS, outs):
         assert o["output_ids"] == hf_reference[p], p
-    assert_baseline(engine)
+    assert_kv_baseline(engine)
 
 
 def test_full_cache_hit_keeps_output(engine: Engine, hf_reference) -> None:
@@ -72,7 +64,7 @@ def test_full_cache_hit_keeps_output(engine: Engine, hf_reference) -> None:
     second = engine.generate(PROMPTS[0], GREEDY)
     assert second["meta"]["cached_tokens"] == second["meta"]["prompt_tokens"] - 1
     assert first["output_ids"] == second["output_ids"] == hf_reference[PROMPTS[0]]
-    assert_baseline(engine)
+    assert_kv_baseline(engine)
 
 
 def test_shared_prefix_keeps_output(engine: Engine, hf_reference) -> None:
@@ -83,7 +75,7 @@ def test_shared_prefix_keeps_output(engine: Engine, hf_reference) -> None:
     assert b["meta"]["cached_tokens"] >= 100  # the shared prefix came from the tree
     assert a["output_ids"] == hf_reference[prompts[0]]
     assert b["output_ids"] == hf_reference[prompts[1]]
-    assert_baseline(engine)
+    assert_kv_baseline(engine)
 
 
 def test_batch_of_16_mixed_lengths(engine: Engine, hf_reference) -> None:
@@ -93,7 +85,7 @@ def test_batch_of_16_mixed_lengths(engine: Engine, hf_reference) -> None:
     outs = engine.generate(prompts, GREEDY)
     for p, o in zip(prompts, outs):
         assert o["output_ids"] == hf_reference[p], p
-    assert_baseline(engine)
+    assert_kv_baseline(engine)
 
 
 def test_chunked_prefill_keeps_output(smollm2_path: str, hf_reference) -> None:
@@ -104,7 +96,7 @@ def test_chunked_prefill_keeps_output(smollm2_path: str, hf_reference) -> None:
     assert outs[0]["meta"]["num_forward_passes"] > NEW_TOKENS  # it really ran in chunks
     assert outs[0]["output_ids"] == hf_reference[prompt]
     assert outs[1]["output_ids"] == hf_reference[PROMPTS[2]]
-    assert_baseline(eng)
+    assert_kv_baseline(eng)
 
 
 def test_retraction_keeps_output(smollm2_path: str, hf_reference) -> None:
@@ -115,7 +107,7 @@ def test_retraction_keeps_output(smollm2_path: str, hf_reference) -> None:
     assert sum(o["meta"]["num_retractions"] for o in outs) > 0, "the pool was not small enough to retract"
     for p, o in zip(prompts, outs):
         assert o["output_ids"] == hf_reference[p], p
-    assert_baseline(eng)
+    assert_kv_baseline(eng)
 
 
 def test_no_radix_cache_same_output(smollm2_path: str, hf_reference) -> None:

@@ -1,0 +1,14 @@
+"""Helpers shared by the engine tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def assert_kv_baseline(engine: Any) -> None:
+    """Nothing runs and nothing is locked: every KV slot is on the free list or in the tree."""
+    engine.check_invariants()
+    s = engine.stats()
+    assert s["num_running"] == 0 and s["num_waiting"] == 0
+    assert s["protected_tokens"] == 0
+    assert s["free_slots"] + s["tokens_in_tree"] == s["kv_total_tokens"]
