@@ -139,15 +139,20 @@ def bench_compile(tokenizer: Any, limit_per_subset: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.coverage:
-        from arborlm.constrain.coverage import coverage_report
-        from arborlm.runtime.model_loader import load_tokenizer
-
-        for row in coverage_report(DATA, load_tokenizer(args.model)):
-            print(json.dumps({"bench": "json", "result": "coverage", **row}), flush=True)
-        return 0
     from arborlm.runtime import Engine
 
+    if args.coverage:
+        from arborlm.constrain.coverage import coverage_report
+
+        for row in coverage_report(DATA):
+            print(json.dumps({"bench": "json", "result": "coverage", **row}), flush=True)
+        if args.generate:
+            from arborlm.runtime.bench.schema_generation import generate_and_validate
+
+            engine = Engine(model=args.model, dtype=args.dtype, max_total_tokens=32768)
+            for row in generate_and_validate(engine, DATA):
+                print(json.dumps({"bench": "json", "result": "generate-validate", **row}), flush=True)
+        return 0
     engine = Engine(model=args.model, dtype=args.dtype, max_total_tokens=32768)
     parts = args.parts.split(",")
     if "compile" in parts:
@@ -168,4 +173,6 @@ def add_json_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-names", type=int, default=50)
     p.add_argument("--compile-limit", type=int, default=100, help="schemas per jsonschemabench subset")
     p.add_argument("--coverage", action="store_true", help="the full schema coverage report instead")
+    p.add_argument("--generate", action="store_true",
+                   help="with --coverage: generate an instance for every compiled schema and validate it")
     p.set_defaults(func=run)
