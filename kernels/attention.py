@@ -17,13 +17,12 @@ Rows are split into two groups because their costs differ:
   an offset-causal mask. Looping per row keeps a long prompt from padding every decode row to its
   length (the quadratic waste of one big padded batch).
 
-Cascade attention (later): decode rows that share a radix-node prefix would form a `CascadeGroup`
-(shared prefix slots + member rows). `build_metadata` would take the groups, each member's decode
-gather would then cover only its own suffix, and `_decode` would attend once to the shared prefix
-for the whole group (queries stacked as a longer "query length"), then merge the two partial
-results with their log-sum-exps (o = (o1*e^lse1 + o2*e^lse2) / (e^lse1 + e^lse2)). SDPA does not
-return the LSE publicly, so that step needs a manual softmax or
-`torch.ops.aten._scaled_dot_product_flash_attention_for_cpu` (which returns it).
+Cascade attention (`kernels/cascade.py`): when >= 2 decode rows share their first P >=
+`CASCADE_MIN_PREFIX` KV slots (same slots, e.g. a few-shot prefix from the radix cache),
+`build_metadata` records a `CascadeMeta` instead of the padded full gather: the shared slots `[P]`
+and each row's own suffix `[n, S]`. `_decode` then attends to the prefix ONCE per layer for all rows
+(queries stacked per kv head), to each row's suffix as a small padded batch, and merges the two by
+log-sum-exp. Exact up to float rounding; `build_metadata(..., cascade=False)` keeps the plain path.
 """
 
 from __future__ import annotations
@@ -32,6 +31,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from arborlm.kernels import cascade as _cascade
+from arborlm.kernels.cascade import CascadeMeta, cascade_decode
 
 
 @dataclass
@@ -55,6 +57,8 @@ class AttentionMetadata:
     decode_kv_idx: torch.Tensor | None = None  # [num_decode * max_len] int64 slots, padding -> slot 0
     decode_max_len: int = 0
     decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, max_len] bool; None = no padding
+    # set instead of decode_kv_idx/decode_mask when the decode rows share a long prefix
+    cascade: CascadeMeta | None = None
     # extend group (rows with extend_len > 1), in batch order
     extend_rows: list[ExtendRow] = field(default_factory=list)
 
@@ -69,9 +73,11 @@ def build_metadata(
     prefix_lens: list[int],
     extend_lens: list[int],
     out_slots: torch.Tensor,
+    cascade: bool = True,
 ) -> AttentionMetadata:
     """req_to_token `[max_running, max_context]` int32 (already holding every row's slots for all
-    `prefix_len + extend_len` tokens); per-row lists; out_slots `[num_tokens]` int64."""
+    `prefix_len + extend_len` tokens); per-row lists; out_slots `[num_tokens]` int64.
+    cascade=False never builds a cascade (plain decode path; for comparisons)."""
     device = req_to_token.device
     num_tokens = int(out_slots.shape[0])
     meta = AttentionMetadata(num_tokens=num_tokens, out_slots=out_slots)
@@ -100,15 +106,20 @@ def build_metadata(
         n = len(dec_rows)
         max_len = max(dec_lens)
         rows = torch.tensor(dec_rows, dtype=torch.int64, device=device)
+        min_len = min(dec_lens)
         idx = req_to_token[:, :max_len].index_select(0, rows).to(torch.int64)  # [n, max_len]
-        if min(dec_lens) != max_len:
+        valid = None
+        if min_len != max_len:
             lens = torch.tensor(dec_lens, dtype=torch.int64, device=device)
             valid = torch.arange(max_len, device=device)[None, :] < lens[:, None]  # [n, max_len]
             idx.masked_fill_(~valid, 0)  # stale table cells -> padding slot 0 (always a valid index)
-            meta.decode_mask = valid[:, None, None, :]
         meta.num_decode = n
         meta.decode_max_len = max_len
-        meta.decode_kv_idx = idx.reshape(-1)
+        if cascade:
+            meta.cascade = _cascade.find_cascade(idx, valid, min_len, _cascade.CASCADE_MIN_PREFIX)
+        if meta.cascade is None:
+            meta.decode_kv_idx = idx.reshape(-1)
+            meta.decode_mask = None if valid is None else valid[:, None, None, :]
         if dec_q != list(range(n)) or n != num_tokens:
             meta.decode_q_idx = torch.tensor(dec_q, dtype=torch.int64, device=device)
     return meta
@@ -145,6 +156,8 @@ def _decode(
     q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
     """q `[n, H, D]` (one query per row) -> `[n, H, D]`."""
+    if meta.cascade is not None:
+        return cascade_decode(q, k_buffer, v_buffer, meta.cascade, scale)
     n, num_heads, head_dim = q.shape
     s = meta.decode_max_len
     num_kv = k_buffer.shape[1]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from arborlm.kernels import cascade as cascade_mod
 from arborlm.kernels.attention import attention, build_metadata
+from arborlm.kernels.cascade import CASCADE_MIN_PREFIX
 
 
 def naive(q, k_buffer, v_buffer, table, rows, prefix_lens, extend_lens, scale):
@@ -109,3 +111,143 @@ def test_mismatched_lengths_raise():
     table = torch.zeros(2, 8, dtype=torch.int32)
     with pytest.raises(ValueError):
         build_metadata(table, [0], [0], [3], torch.tensor([1, 2], dtype=torch.int64))
+
+
+# ---------------------------------------------------------------- cascade (shared-prefix decode)
+
+
+def shared_contexts(shared: int, own_lens: list[int], seed: int, loners: int = 0) -> list[list[int]]:
+    """Slot lists: every row = the same `shared` slots + its own `own_lens[i]` fresh slots (the last
+    one is the token being decoded); `loners` extra rows of fresh slots only (share nothing)."""
+    g = torch.Generator().manual_seed(seed)
+    need = shared + sum(own_lens) + loners * 90 + 1
+    perm = (torch.randperm(need + 20, generator=g)[:need] + 1).tolist()
+    common, off = perm[:shared], shared
+    rows = []
+    for own in own_lens:
+        rows.append(common + perm[off : off + own])
+        off += own
+    for i in range(loners):
+        rows.append(perm[off : off + 60 + i])
+        off += 60 + i
+    return rows
+
+
+def decode_case(contexts, num_heads, num_kv, head_dim=16, dtype=torch.float32, seed=0, extend_first=0):
+    """Decode every context's last token (optionally after one extend row of `extend_first` tokens):
+    returns (meta with cascade allowed, its output, the plain path's output, the naive reference)."""
+    g = torch.Generator().manual_seed(seed)
+    num_slots = max(max(c) for c in contexts) + 1 + extend_first
+    max_ctx = max(len(c) for c in contexts) + 5
+    n = len(contexts) + (1 if extend_first else 0)
+    kb = torch.randn(num_slots, num_kv, head_dim, generator=g).to(dtype)
+    vb = torch.randn(num_slots, num_kv, head_dim, generator=g).to(dtype)
+    table = torch.randint(1, num_slots, (n + 3, max_ctx), generator=g, dtype=torch.int32)  # stale garbage
+    rows = torch.randperm(n + 3, generator=g)[:n].tolist()
+    prefix_lens, extend_lens, out_slots = [], [], []
+    if extend_first:  # an extend row over fresh slots at the top of the pool (no prefix)
+        slots = list(range(num_slots - extend_first, num_slots))
+        table[rows[0], :extend_first] = torch.tensor(slots, dtype=torch.int32)
+        prefix_lens.append(0)
+        extend_lens.append(extend_first)
+        out_slots.extend(slots)
+    for row, ctx in zip(rows[1 if extend_first else 0 :], contexts, strict=True):
+        table[row, : len(ctx)] = torch.tensor(ctx, dtype=torch.int32)
+        prefix_lens.append(len(ctx) - 1)
+        extend_lens.append(1)
+        out_slots.append(ctx[-1])
+    t = sum(extend_lens)
+    q = torch.randn(t, num_heads, head_dim, generator=g).to(dtype)
+    k = torch.randn(t, num_kv, head_dim, generator=g).to(dtype)
+    v = torch.randn(t, num_kv, head_dim, generator=g).to(dtype)
+    scale = head_dim**-0.5
+    outs = []
+    for use in (True, False):
+        meta = build_metadata(table, rows, prefix_lens, extend_lens, torch.tensor(out_slots), cascade=use)
+        kk, vv = kb.clone(), vb.clone()
+        outs.append((meta, attention(q, k, v, kk, vv, meta, scale)))
+    (meta_on, out_on), (meta_off, out_off) = outs
+    assert meta_off.cascade is None
+    expected = naive(q, kk, vv, table, rows, prefix_lens, extend_lens, scale)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out_on, expected, atol=tol, rtol=tol)
+    torch.testing.assert_close(out_on, out_off, atol=tol, rtol=tol)
+    return meta_on
+
+
+GQA = [(9, 3), (8, 2), (4, 4)]
+
+
+@pytest.fixture(params=[True, False], ids=["flash_cpu", "manual"])
+def flash_mode(request, monkeypatch):
+    monkeypatch.setattr(cascade_mod, "USE_FLASH_CPU", request.param)
+
+
+@pytest.mark.parametrize("num_heads,num_kv", GQA)
+@pytest.mark.parametrize("n", [1, 2, 33, 64])
+def test_cascade_shared_prefix(n, num_heads, num_kv, flash_mode):
+    g = torch.Generator().manual_seed(n)
+    own = torch.randint(1, 40, (n,), generator=g).tolist()
+    own[0] = 1  # a row whose whole context is the shared prefix + its new token
+    meta = decode_case(shared_contexts(150, own, seed=n), num_heads, num_kv, seed=n)
+    if n == 1:
+        assert meta.cascade is None
+    else:
+        assert meta.cascade is not None and meta.cascade.prefix_len == 150
+        assert meta.cascade.suffix_len == max(own) and meta.decode_kv_idx is None
+
+
+@pytest.mark.parametrize("shared", [CASCADE_MIN_PREFIX - 1, CASCADE_MIN_PREFIX, CASCADE_MIN_PREFIX + 1])
+def test_cascade_threshold(shared):
+    meta = decode_case(shared_contexts(shared, [1, 5, 30, 2], seed=shared), 9, 3, seed=shared)
+    assert (meta.cascade is not None) == (shared >= CASCADE_MIN_PREFIX)
+    if meta.cascade is not None:
+        assert meta.cascade.prefix_len == shared
+
+
+def test_cascade_all_rows_prefix_plus_one_token(flash_mode):
+    """Equal lengths: no padding mask; the LCP is capped so each row keeps its new token."""
+    meta = decode_case(shared_contexts(100, [1] * 7, seed=3), 8, 2, seed=3)
+    c = meta.cascade
+    assert c is not None and c.prefix_len == 100 and c.suffix_len == 1 and c.suffix_mask is None
+
+
+def test_cascade_identical_rows_capped():
+    """Rows with the very same slots (degenerate): LCP capped at len - 1, still exact."""
+    ctx = shared_contexts(80, [10], seed=4)[0]
+    meta = decode_case([ctx, ctx, ctx], 4, 4, seed=4)
+    assert meta.cascade is not None and meta.cascade.prefix_len == 89 and meta.cascade.suffix_len == 1
+
+
+def test_cascade_partial_sharing_uses_common_part():
+    """Most rows share 200 slots, one shares only the first 100: P = 100."""
+    rows = shared_contexts(200, [3, 9, 1, 20], seed=5)
+    odd = rows[0][:100] + list(range(max(max(r) for r in rows) + 1, max(max(r) for r in rows) + 31))
+    meta = decode_case(rows + [odd], 9, 3, seed=5)
+    assert meta.cascade is not None and meta.cascade.prefix_len == 100
+
+
+@pytest.mark.parametrize("num_heads,num_kv", GQA)
+def test_cascade_fallback_when_a_row_shares_nothing(num_heads, num_kv):
+    meta = decode_case(shared_contexts(150, [4, 8, 1], seed=6, loners=2), num_heads, num_kv, seed=6)
+    assert meta.cascade is None and meta.decode_kv_idx is not None
+
+
+def test_cascade_short_row_below_threshold_falls_back():
+    """A row whose whole context is shorter than the threshold caps P below it."""
+    rows = shared_contexts(150, [4, 8], seed=7)
+    meta = decode_case(rows + [rows[0][:CASCADE_MIN_PREFIX]], 9, 3, seed=7)
+    assert meta.cascade is None
+
+
+@pytest.mark.parametrize("num_heads,num_kv", GQA)
+def test_cascade_bfloat16(num_heads, num_kv, flash_mode):
+    own = [1, 80, 7, 33, 2, 64, 5, 12]
+    meta = decode_case(shared_contexts(700, own, seed=8), num_heads, num_kv, head_dim=64, dtype=torch.bfloat16, seed=8)
+    assert meta.cascade is not None and meta.cascade.prefix_len == 700
+
+
+def test_cascade_in_mixed_batch(flash_mode):
+    """Decode rows behind one prefix next to an extend row (decode_q_idx path)."""
+    meta = decode_case(shared_contexts(120, [1, 6, 15, 3, 9], seed=9), 8, 2, seed=9, extend_first=23)
+    assert meta.cascade is not None and meta.decode_q_idx is not None and len(meta.extend_rows) == 1
