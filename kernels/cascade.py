@@ -84,7 +84,7 @@ def cascade_decode(
     n, num_heads, head_dim = q.shape
     num_kv = k_buffer.shape[1]
     g = num_heads // num_kv  # query head h uses kv head h // g
-    p, s = c.prefix_len, c.suffix_len
+    s = c.suffix_len
     qg = q.reshape(n, num_kv, g, head_dim)  # [n, Hkv, G, D]
     # --- shared prefix: one attention for all rows, queries stacked per kv head ---
     qp = qg.transpose(0, 1).reshape(1, num_kv, n * g, head_dim)  # [1, Hkv, n*G, D]
@@ -94,9 +94,13 @@ def cascade_decode(
     o1 = o1.view(num_kv, n, g, head_dim).transpose(0, 1)  # [n, Hkv, G, D]
     lse1 = lse1.view(num_kv, n, g).transpose(0, 1)  # [n, Hkv, G]
     # --- each row's own suffix: padded batch with a key-padding mask ---
-    ks = k_buffer.index_select(0, c.suffix_kv_idx).view(n, s, num_kv, head_dim).transpose(1, 2)  # [n, Hkv, S, D]
+    ks = (
+        k_buffer.index_select(0, c.suffix_kv_idx).view(n, s, num_kv, head_dim).transpose(1, 2)
+    )  # [n, Hkv, S, D]
     vs = v_buffer.index_select(0, c.suffix_kv_idx).view(n, s, num_kv, head_dim).transpose(1, 2)
-    o2, lse2 = attention_lse(qg, ks, vs, c.suffix_mask, c.suffix_bias(q.dtype), scale)  # [n, Hkv, G, D], [n, Hkv, G]
+    o2, lse2 = attention_lse(
+        qg, ks, vs, c.suffix_mask, c.suffix_bias(q.dtype), scale
+    )  # [n, Hkv, G, D], [n, Hkv, G]
     # --- exact merge in fp32: weight of the prefix part = e^lse1 / (e^lse1 + e^lse2) ---
     w1 = torch.sigmoid(lse1.float() - lse2.float()).unsqueeze(-1)  # [n, Hkv, G, 1]
     o2f = o2.float()
@@ -117,7 +121,9 @@ def attention_lse(
     q's dtype. Returns (o `[B, Hkv, L, D]` in q's dtype, lse `[B, Hkv, L]` fp32). Every query must see
     >= 1 key."""
     if USE_FLASH_CPU and q.device.type == "cpu":
-        o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias, scale=scale)
+        o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, attn_mask=bias, scale=scale
+        )
         return o, lse
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # [B, Hkv, L, S] fp32
     if mask is not None:

@@ -243,7 +243,9 @@ def test_cascade_short_row_below_threshold_falls_back():
 @pytest.mark.parametrize("num_heads,num_kv", GQA)
 def test_cascade_bfloat16(num_heads, num_kv, flash_mode):
     own = [1, 80, 7, 33, 2, 64, 5, 12]
-    meta = decode_case(shared_contexts(700, own, seed=8), num_heads, num_kv, head_dim=64, dtype=torch.bfloat16, seed=8)
+    meta = decode_case(
+        shared_contexts(700, own, seed=8), num_heads, num_kv, head_dim=64, dtype=torch.bfloat16, seed=8
+    )
     assert meta.cascade is not None and meta.cascade.prefix_len == 700
 
 
