@@ -241,7 +241,7 @@ class NoCache:
         self.root = RadixNode(None, [], [], 0)
 
     def reset(self) -> None:
-        pass
+        """Nothing is cached, so nothing to forget."""
 
     def match_prefix(self, ids: list[int]) -> tuple[list[int], RadixNode]:
         return [], self.root

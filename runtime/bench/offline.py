@@ -36,9 +36,14 @@ def few_shot_prompts(num: int, shots: int = 8) -> list[str]:
     return [prefix + f"Question: {ex['question']}\nAnswer:" for ex in test]
 
 
-def independent_prompts(num: int, tokenizer: Any) -> list[str]:
-    questions = read_jsonl(DATA / "mt_bench_question.jsonl")[:num]
-    return [tokenizer.apply_chat_template([{"role": "user", "content": q["turns"][0]}], tokenize=False,
+def independent_prompts(num: int, tokenizer: Any, dataset: str = "mt-bench") -> list[str]:
+    """mt-bench: first-turn questions (long essays: nearly every answer runs to the token cap);
+    gsm8k: zero-shot test questions (answers end at natural, varied lengths)."""
+    if dataset == "mt-bench":
+        questions = [q["turns"][0] for q in read_jsonl(DATA / "mt_bench_question.jsonl")[:num]]
+    else:
+        questions = [q["question"] for q in read_jsonl(DATA / "gsm8k_test.jsonl")[-num:]]
+    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                           add_generation_prompt=True) for q in questions]
 
 
@@ -126,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     workloads = {
         "few-shot": lambda: (few_shot_prompts(args.num_few_shot), 64),
         "independent": lambda: (independent_prompts(args.num_independent, engine.tokenizer), 128),
+        "independent-gsm8k": lambda: (independent_prompts(args.num_independent, engine.tokenizer, "gsm8k"), 128),
     }
     for name in args.workloads.split(","):
         prompts, max_new = workloads[name]()
@@ -138,7 +144,8 @@ def add_offline_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--workloads", default="few-shot,independent")
+    p.add_argument("--workloads", default="few-shot,independent",
+                   help="comma list of few-shot, independent (MT-bench), independent-gsm8k")
     p.add_argument("--num-few-shot", type=int, default=64)
     p.add_argument("--num-independent", type=int, default=32)
     p.add_argument("--sequential-limit", type=int, default=8,
