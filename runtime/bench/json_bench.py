@@ -171,7 +171,8 @@ def add_json_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--parts", default="compile,mask-overhead,jump-forward")
     p.add_argument("--num-names", type=int, default=50)
-    p.add_argument("--compile-limit", type=int, default=100, help="schemas per jsonschemabench subset")
+    p.add_argument("--compile-limit", type=int, default=20,
+                   help="schemas per jsonschemabench subset for compile timing (index builds of the largest take minutes)")
     p.add_argument("--coverage", action="store_true", help="the full schema coverage report instead")
     p.add_argument("--generate", action="store_true",
                    help="with --coverage: generate an instance for every compiled schema and validate it")

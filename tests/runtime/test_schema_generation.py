@@ -20,9 +20,9 @@ def engine(tiny_model_path: str):
 
 def test_sampled_outputs_validate(engine: Engine, shared_data) -> None:
     rows = generate_and_validate(engine, shared_data, limit=8, max_new_tokens=256, batch=16,
-                                 params={"temperature": 1.0, "seed": 5})
+                                 params={"temperature": 1.0, "seed": 5}, max_regex_chars=20_000)
     total_stop = sum(r["stop"] for r in rows)
-    assert sum(r["compiled"] for r in rows) >= 30
+    assert sum(r["compiled"] for r in rows) >= 25
     assert total_stop >= 10, rows  # enough outputs finished to make the check meaningful
     for r in rows:
         assert r["valid"] == r["stop"], (r["subset"], r["invalid"])
