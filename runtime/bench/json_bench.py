@@ -98,8 +98,13 @@ def bench_jump_forward(engine: Any, num: int) -> dict[str, Any]:
         res[f"wall_s_{key}"] = round(time.perf_counter() - t0, 2)
         res[f"forward_passes_{key}"] = engine.stats()["num_forward_passes"] - before
         res[f"req_forward_passes_{key}"] = sum(o["meta"]["num_forward_passes"] for o in outs[on])
+        res[f"completion_tokens_{key}"] = sum(o["meta"]["completion_tokens"] for o in outs[on])
+        # passes per output token: comparable even where jump-forward changed the text
+        res[f"passes_per_token_{key}"] = round(res[f"req_forward_passes_{key}"] / res[f"completion_tokens_{key}"], 3)
     res["jump_forward_tokens"] = sum(o["meta"]["jump_forward_tokens"] for o in outs[True])
     res["req_forward_pass_saving"] = round(1 - res["req_forward_passes_on"] / res["req_forward_passes_off"], 3)
+    res["per_token_pass_saving"] = round(1 - res["passes_per_token_on"] / res["passes_per_token_off"], 3)
+    res["dtype"] = engine.config.dtype
     res["wall_speedup"] = round(res["wall_s_off"] / res["wall_s_on"], 2)
     res["greedy_identical"] = round(sum(a["text"] == b["text"] for a, b in zip(outs[False], outs[True])) / len(prompts), 3)
     res["all_valid_json"] = all(_valid(o["text"]) for o in outs[True] if o["meta"]["finish_reason"]["type"] == "stop")
