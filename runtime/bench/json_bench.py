@@ -32,7 +32,7 @@ CHARACTER_SCHEMA: dict[str, Any] = {
             "properties": {
                 "wood": {"type": "string", "maxLength": 30},
                 "core": {"type": "string", "maxLength": 30},
-                "length": {"type": "number"},
+                "length": {"type": "number", "minimum": 5, "maximum": 20},
             },
             "required": ["wood", "core", "length"],
         },
