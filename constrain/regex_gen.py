@@ -13,6 +13,7 @@ import json
 import math
 import re
 from functools import lru_cache
+from typing import Any
 
 try:  # Python 3.11+
     import re._constants as _sre_c  # type: ignore[import-not-found]
@@ -295,6 +296,17 @@ def _emit_top(seq) -> str:
     return pre + _emit(items) + post
 
 
+def parse_pattern(pattern: str) -> Any:
+    """Python's parse tree of an ECMA `pattern`; invalid ones and inline flags are rejected."""
+    try:
+        parsed = _sre_p.parse(pattern)
+    except re.error as e:
+        raise UnsupportedSchema(f"invalid pattern {pattern!r}: {e}") from None
+    if parsed.state.flags & ~(_sre_c.SRE_FLAG_UNICODE):
+        raise UnsupportedSchema("pattern inline flags")
+    return parsed
+
+
 @lru_cache(maxsize=1024)
 def pattern_to_regex(pattern: str) -> tuple[str, bool]:
     """(regex over JSON string content, anchored) for an ECMA `pattern` (search semantics).
@@ -302,12 +314,7 @@ def pattern_to_regex(pattern: str) -> tuple[str, bool]:
     `anchored` is True when every branch is anchored at both ends, so the match width is the
     decoded string's length (used to check minLength/maxLength alongside the pattern).
     """
-    try:
-        parsed = _sre_p.parse(pattern)
-    except re.error as e:
-        raise UnsupportedSchema(f"invalid pattern {pattern!r}: {e}") from None
-    if parsed.state.flags & ~(_sre_c.SRE_FLAG_UNICODE):
-        raise UnsupportedSchema("pattern inline flags")
+    parsed = parse_pattern(pattern)
     regex = _emit_top(parsed)
     anchored = STRING_CHAR not in regex
     return regex, anchored

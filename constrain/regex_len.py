@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from .regex_gen import STRING_CHAR, UnsupportedSchema, _emit, _sre_c, _sre_p
+from .regex_gen import STRING_CHAR, UnsupportedSchema, _emit, _sre_c, _sre_p, parse_pattern
 
 SAFE_CHAR = r'[^"\\\x00-\x1F\x7F-\x9F]'  # one decoded character, written without an escape
 _INF = 1 << 40
@@ -121,13 +121,7 @@ def pattern_with_length(pattern: str, lo: int, hi: int | None, *, anchored: bool
     """Regex over JSON string content: strings matching `pattern` (ECMA search semantics, or a
     full match when `anchored`, as for our format regexes) whose decoded length is in [lo, hi].
     Sound, and a subset of those strings (see the module docstring)."""
-    try:
-        parsed = _sre_p.parse(pattern)
-    except re.error as e:
-        raise UnsupportedSchema(f"invalid pattern {pattern!r}: {e}") from None
-    if parsed.state.flags & ~(_sre_c.SRE_FLAG_UNICODE):
-        raise UnsupportedSchema("pattern inline flags")
-    items = list(parsed)
+    items = list(parse_pattern(pattern))
     if anchored:
         return _fit(items, True, True, lo, hi)
     if len(items) == 1 and items[0][0] is _sre_c.BRANCH:
