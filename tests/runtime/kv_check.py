@@ -12,3 +12,15 @@ def assert_kv_baseline(engine: Any) -> None:
     assert s["num_running"] == 0 and s["num_waiting"] == 0
     assert s["protected_tokens"] == 0
     assert s["free_slots"] + s["tokens_in_tree"] == s["kv_total_tokens"]
+
+
+class Slots:
+    """Hands out fresh, unique slot ids 1, 2, 3, ... (never 0, never reused), like the pool's allocator."""
+
+    def __init__(self) -> None:
+        self.next = 1
+
+    def take(self, n: int) -> list[int]:
+        out = list(range(self.next, self.next + n))
+        self.next += n
+        return out

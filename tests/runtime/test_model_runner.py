@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kv_check import Slots
 
 from arborlm.kernels.attention import build_metadata
 from arborlm.runtime.config import EngineConfig
@@ -14,17 +15,6 @@ from arborlm.runtime.types import Batch, ForwardMode, Req, SamplingParams
 
 ATOL = 1e-4
 
-
-class Slots:
-    """Hands out fresh slots 1, 2, 3, ... (never 0, never reused)."""
-
-    def __init__(self) -> None:
-        self.next = 1
-
-    def take(self, n: int) -> list[int]:
-        out = list(range(self.next, self.next + n))
-        self.next += n
-        return out
 
 
 def make_runner(path: str, dtype: str = "float32") -> ModelRunner:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from kv_check import Slots
 
 from arborlm.runtime.radix_cache import NoCache, RadixCache, RadixNode, make_cache
 
@@ -23,17 +24,6 @@ def depth(node: RadixNode) -> int:
         node = node.parent
     return d
 
-
-class Slots:
-    """Unique slot ids, like the KV pool's allocator."""
-
-    def __init__(self) -> None:
-        self.next = 1
-
-    def take(self, n: int) -> list[int]:
-        out = list(range(self.next, self.next + n))
-        self.next += n
-        return out
 
 
 # ---------------------------------------------------------------- unit tests
