@@ -183,8 +183,8 @@ class Scheduler:
 
     def _admit(self, budget: int, chunk: int) -> list[tuple[Req, int]]:
         admitted: list[tuple[Req, int]] = []
-        if not self.waiting or budget <= 0:
-            return admitted
+        if not self.waiting or budget <= 0 or self.kv.rows.num_free == 0:
+            return admitted  # nothing can be admitted: skip the policy's tree walk per waiting request
 
         def max_match(r: Req) -> int:
             m = r.seq_len - 1  # at least one token is computed, to get its logits
