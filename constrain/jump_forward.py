@@ -155,3 +155,23 @@ def _terminal_after(m: GrammarMatcher, fb: bytes) -> bool:
     if st is None:
         return False
     return index.is_final_state(st) and index.get_allowed_tokens(st) == [vocab.eos_token_id]
+
+
+def propose_draft(m: GrammarMatcher, tokenizer: Any, max_tokens: int) -> list[int]:
+    """Draft tokens for speculative jump-forward: the forced text encoded alone, cut to the longest
+    prefix the grammar accepts and to `max_tokens`. The matcher is NOT changed: the model verifies
+    the draft (one extend with logits at every draft position) and keeps the prefix that
+    constrained decoding would have produced itself, so a draft never changes the output."""
+    if m._ended or max_tokens <= 0:
+        return []
+    fb = utf8_prefix(forced_bytes(m.compiled, m.state))
+    if not fb:
+        return []
+    ids = list(tokenizer.encode(fb.decode("utf-8"), add_special_tokens=False))[:max_tokens]
+    index = m.compiled.index
+    st: int | None = m.state
+    for i, t in enumerate(ids):
+        st = index.get_next_state(st, t)
+        if st is None:
+            return ids[:i]
+    return ids

@@ -149,3 +149,9 @@ class GrammarMatcher:
         from .jump_forward import jump_forward
 
         return jump_forward(self, output_ids, tokenizer, max_retokenize)
+
+    def propose_draft(self, tokenizer: Any, max_tokens: int) -> list[int]:
+        """Forced-text tokens to verify speculatively (the matcher is unchanged)."""
+        from .jump_forward import propose_draft
+
+        return propose_draft(self, tokenizer, max_tokens)

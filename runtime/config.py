@@ -28,9 +28,8 @@ class EngineConfig:
     schedule_policy: str = "lpm"
     disable_radix_cache: bool = False
     # Constrained decoding
-    # Off by default: greedy output with it can differ from without (measured, see README).
-    jump_forward: bool = False
-    jump_forward_retokenize: int = 0  # trailing model tokens re-encoded with the forced text
+    # Speculative jump-forward: forced text is verified by the model, so output never changes.
+    jump_forward: bool = True
     grammar_compile_threads: int = 2
     json_whitespace: str | None = None  # None = compact
     num_threads: int | None = None  # torch intra-op threads; None = leave torch's default

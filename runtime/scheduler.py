@@ -165,7 +165,8 @@ class Scheduler:
         budget = self.config.max_prefill_tokens
         chunk = self.config.chunked_prefill_size or self.max_context_len
         for req in [r for r in self.running if r.num_pending > 1]:
-            n = min(req.num_pending, chunk, max(budget, 1))
+            # a jump-forward draft is verified whole (its logits are needed at every position)
+            n = req.num_pending if req.num_draft else min(req.num_pending, chunk, max(budget, 1))
             if self.kv.available() < n:
                 self._retract(req)
                 continue
@@ -179,7 +180,7 @@ class Scheduler:
         reqs = [r for r, _ in rows]
         ext = [n for _, n in rows]
         mode = ForwardMode.DECODE if all(n == 1 for n in ext) else ForwardMode.EXTEND
-        return Batch(reqs, ext, mode, [r.num_pending == 0 for r in reqs])
+        return Batch(reqs, ext, mode, [r.num_pending == 0 for r in reqs], [r.num_draft for r in reqs])
 
     def _admit(self, budget: int, chunk: int) -> list[tuple[Req, int]]:
         admitted: list[tuple[Req, int]] = []
@@ -238,6 +239,7 @@ class Scheduler:
         tree (evictable), so re-admission usually hits the cache; its outputs so far are kept."""
         logger.info("retracting %s (kv_len=%d) for lack of KV slots", req.rid, req.kv_len)
         self.running.remove(req)
+        self._drop_draft(req)
         self.kv.release(req, keep_in_cache=True)
         req.status = ReqStatus.WAITING
         req.num_retractions += 1
@@ -245,85 +247,106 @@ class Scheduler:
 
     # ---------------------------------------------------------------- after the forward
     def _process(self, batch: Batch, logits: Any) -> None:
+        """logits: `[n + sum(verify_lens), V]` (see ModelRunner.forward)."""
         self.num_forward_passes += 1
-        for req, n in zip(batch.reqs, batch.extend_lens):
+        n = len(batch)
+        for req, ext in zip(batch.reqs, batch.extend_lens):
             req.table_dirty = False
             req.num_forward_passes += 1
-            if n > 1 and not req.output_ids:  # prompt tokens: share them through the tree now
+            if ext > 1 and not req.output_ids:  # prompt tokens: share them through the tree now
                 self.kv.cache_progress(req)
-        sample_idx = [i for i, s in enumerate(batch.sample_rows) if s]
-        if not sample_idx:
-            return
-        reqs = [batch.reqs[i] for i in sample_idx]
-        result = self.sample_fn(logits[sample_idx] if len(sample_idx) < len(batch) else logits, reqs)
-        for j, req in enumerate(reqs):
-            tid = int(result.next_token_ids[j])
-            self._append(req, [tid], result.logprobs[j] if result.logprobs else None,
-                         result.top_logprobs[j] if result.top_logprobs else None)
+        plain: list[int] = []
+        drafts: list[tuple[int, int, int]] = []  # (batch row, first verify logits row, draft len)
+        off = n
+        for i, v in enumerate(batch.verify_lens or [0] * n):
+            if v:
+                drafts.append((i, off, v))
+                off += v
+            elif batch.sample_rows[i]:
+                plain.append(i)
+        if plain:
+            reqs = [batch.reqs[i] for i in plain]
+            result = self.sample_fn(logits[plain] if len(plain) < n else logits[:n], reqs)
+            for j, req in enumerate(reqs):
+                tid = int(result.next_token_ids[j])
+                finish = self._accept(req, tid, result.logprobs[j] if result.logprobs else None,
+                                      result.top_logprobs[j] if result.top_logprobs else None)
+                self._report(req, [tid], finish)
+        for i, off, v in drafts:
+            self._verify(batch.reqs[i], [logits[r : r + 1] for r in range(off, off + v)] + [logits[i : i + 1]])
 
-    def _append(self, req: Req, ids: list[int], logprob: float | None, top: Any) -> None:
-        req.output_ids.extend(ids)
-        self.num_generated_tokens += len(ids)
+    def _accept(self, req: Req, tid: int, logprob: float | None, top: Any) -> FinishReason | None:
+        """Append one sampled token: output, logprobs, matcher, stop conditions."""
+        req.output_ids.append(tid)
+        self.num_generated_tokens += 1
         if req.params.return_logprob:
             req.output_logprobs.append(logprob)
             req.output_top_logprobs.append(top or [])
         if req.first_token_time is None:
             req.first_token_time = time.perf_counter()
-        num_rollback, new_ids = 0, list(ids)
-        if req.grammar is not None and ids[0] not in self.eos_token_ids:
-            req.grammar.advance(ids[0])
-        finish = self.stop.check(req, len(ids))
-        if finish is None and req.grammar is not None and self._jump_forward_on(req):
-            num_rollback, new_ids = self._jump_forward(req, new_ids)
-            if new_ids != ids:
-                finish = self.stop.check(req, max(1, len(new_ids)))
-        out = StepOutput(req.rid, new_ids, finish is not None, finish, step_meta(req, len(new_ids)),
-                         num_rollback)
+        if req.grammar is not None and tid not in self.eos_token_ids:
+            req.grammar.advance(tid)
+        return self.stop.check(req, 1)
+
+    def _report(self, req: Req, new_ids: list[int], finish: FinishReason | None) -> None:
+        if finish is None:
+            self._propose_draft(req)
+        out = StepOutput(req.rid, new_ids, finish is not None, finish, step_meta(req, len(new_ids)))
         self._outputs.append(out)
         if finish is not None:
             self._finish(req, finish, emit=False)
             out.meta.update(finished_meta(req))
 
+    # ---------------------------------------------------------------- jump-forward (speculative)
+    # When the grammar forces a continuation (e.g. `","house":"`), its tokens are appended as a
+    # draft; the next forward runs [last sampled token, draft...] as one extend with logits at
+    # every position, and each position is sampled exactly as plain decoding would (same mask,
+    # penalties, seed step). The draft prefix that matches is kept, the first mismatch is replaced
+    # by the model's own token, a full match earns the token after it. Output therefore equals
+    # decoding without jump-forward, and each accepted draft token saves one forward pass.
+    #
+    #   before verify:  output_ids = [... t | d1 .. dk]   kv_len = seq_len - 1 - k   (t, d* pending)
+    #   forward:        K/V for t, d1..dk; logits after t, d1, .., dk  -> k + 1 rows
+    #   after verify:   output_ids = [... t, d1 .. dj, x]  (j accepted, x sampled); kv_len = seq_len - 1
+
     def _jump_forward_on(self, req: Req) -> bool:
         on = req.params.jump_forward
-        return self.config.jump_forward if on is None else on
+        return req.grammar is not None and (self.config.jump_forward if on is None else on)
 
-    def _jump_forward(self, req: Req, new_ids: list[int]) -> tuple[int, list[int]]:
-        """Append the grammar's forced continuation without a forward per token.
+    def _propose_draft(self, req: Req) -> None:
+        if not self._jump_forward_on(req):
+            return
+        room = min(req.params.max_new_tokens - len(req.output_ids), self.max_context_len - req.seq_len)
+        draft = req.grammar.propose_draft(self.tokenizer, room)
+        if draft:
+            req.output_ids.extend(draft)
+            req.num_draft = len(draft)
+            req.jump_forward_proposed += len(draft)
 
-        The matcher may re-tokenize the last k output ids at the boundary (canonical tokenization).
-        `new_ids` (this step's sampled ids) are not reported yet; the ones before them were:
+    def _drop_draft(self, req: Req) -> None:
+        if req.num_draft:
+            del req.output_ids[-req.num_draft:]
+            req.num_draft = 0
 
-            output_ids[: -k]        kept
-            output_ids[-k:]         replaced by `ids`; of these, max(0, k - len(new_ids)) were reported
-
-        Returns (num_rollback of reported ids, ids to report now)."""
-        room = req.params.max_new_tokens - len(req.output_ids)
-        if room <= 0:
-            return 0, new_ids
-        saved = req.grammar.copy()
-        res = req.grammar.jump_forward(req.output_ids, self.tokenizer, self.config.jump_forward_retokenize)
-        if not res or not res[1]:
-            req.grammar = saved
-            return 0, new_ids
-        k, ids = res
-        keep = req.seq_len - k  # positions >= keep are re-tokenized
-        if keep < req.prefix_len:  # would cut into tree-owned K/V: skip this jump
-            req.grammar = saved
-            return 0, new_ids
-        ids = ids[: room + k]
-        self.kv.truncate(req, min(req.kv_len, keep))
-        del req.output_ids[keep - len(req.input_ids):]
-        req.output_ids.extend(ids)
-        if req.params.return_logprob:  # forced tokens were not sampled: no logprob
-            del req.output_logprobs[len(req.output_logprobs) - k:]
-            del req.output_top_logprobs[len(req.output_top_logprobs) - k:]
-            req.output_logprobs.extend([None] * len(ids))
-            req.output_top_logprobs.extend([[] for _ in ids])
-        req.jump_forward_tokens += len(ids)
-        self.num_generated_tokens += len(ids) - k
-        unreported_kept = new_ids[: max(0, len(new_ids) - k)]
-        return max(0, k - len(new_ids)), unreported_kept + ids
+    def _verify(self, req: Req, rows: list[Any]) -> None:
+        """rows: k + 1 logits `[1, V]`: after t, after d1, ..., after dk."""
+        draft = req.output_ids[-req.num_draft:]
+        self._drop_draft(req)
+        new_ids: list[int] = []
+        finish = None
+        for j, row in enumerate(rows):
+            result = self.sample_fn(row, [req])
+            tid = int(result.next_token_ids[0])
+            finish = self._accept(req, tid, result.logprobs[0] if result.logprobs else None,
+                                  result.top_logprobs[0] if result.top_logprobs else None)
+            new_ids.append(tid)
+            if j == len(draft) or tid != draft[j]:
+                break
+            req.jump_forward_tokens += 1
+            if finish is not None:
+                break
+        self.kv.truncate(req, req.seq_len - 1)  # K/V past the accepted draft is stale
+        self._report(req, new_ids, finish)
 
     def _finish(self, req: Req, reason: FinishReason, emit: bool = True,
                 error: dict[str, Any] | None = None) -> None:
@@ -332,6 +355,7 @@ class Scheduler:
         req.status = ReqStatus.FINISHED
         if req in self.running:
             self.running.remove(req)
+        self._drop_draft(req)
         self.kv.release(req, keep_in_cache=True)
         self.requests.pop(req.rid, None)
         if emit:

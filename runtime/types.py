@@ -175,12 +175,19 @@ class Req:
     # The runner must rewrite the request's whole ReqToToken row before the next forward (set when
     # slot_ids changed below kv_len: admission, cache_progress swapping duplicates for tree slots).
     table_dirty: bool = False
+    # Bumped whenever K/V below kv_len may change meaning (truncate, release): a kernel that keeps
+    # per-row state across steps keys it by (rid, kv_epoch).
+    kv_epoch: int = 0
     cached_tokens: int = 0  # prompt tokens served from the cache at first admission
     # --- constrained decoding ---
     grammar: Any = None  # a GrammarMatcher, or None
     grammar_future: Any = None
     grammar_compile_ms: float = 0.0
-    jump_forward_tokens: int = 0
+    jump_forward_tokens: int = 0  # draft tokens the model accepted (each saved one forward pass)
+    jump_forward_proposed: int = 0  # draft tokens proposed
+    # Trailing output_ids that are an unverified jump-forward draft (no K/V yet, not reported,
+    # the matcher not advanced over them); the next forward verifies them.
+    num_draft: int = 0
     # --- logprobs (filled by the sampler / runner) ---
     output_logprobs: list[float] = field(default_factory=list)
     output_top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
@@ -233,12 +240,15 @@ class Batch:
     and writes them to `req.slot_ids[start_i:]`.
 
     `sample_rows[i]` says whether row i samples a token this step (False for a non-final prefill chunk).
+    `verify_lens[i]` = v > 0 asks for logits at the v positions before row i's last new token too
+    (a jump-forward draft of v tokens is verified); empty = all zero.
     """
 
     reqs: list[Req]
     extend_lens: list[int]
     mode: ForwardMode
     sample_rows: list[bool]
+    verify_lens: list[int] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:

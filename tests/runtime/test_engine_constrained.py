@@ -80,25 +80,81 @@ def test_json_schema_outputs_validate(engine: Engine) -> None:
     assert sum(o["meta"]["finish_reason"]["type"] == "stop" for o in outs) >= 4
 
 
-def test_jump_forward_valid_fewer_passes_mostly_same(engine: Engine) -> None:
-    """Jump-forward appends forced text without a forward per token. Its greedy output can differ
-    from decoding without it (the model's token history differs at forced boundaries), which is why
-    it is off by default; this measures that rate and keeps it from regressing."""
-    names = ["Harry Potter", "Luna Lovegood", "Severus Snape", "Albus Dumbledore", "Draco Malfoy", "Rubeus Hagrid"]
-    prompts = [chat(engine.tokenizer, f"Give a JSON card for {n}.") for n in names]
-    base = {"json_schema": PERSON, "temperature": 0.0, "max_new_tokens": 128}
-    off = engine.generate(prompts, {**base, "jump_forward": False})
+CARD_NAMES = ["Harry Potter", "Luna Lovegood", "Severus Snape", "Albus Dumbledore", "Draco Malfoy", "Rubeus Hagrid"]
+
+
+def _on_off(engine: Engine, prompts: list[str], params: dict) -> tuple[list[dict], list[dict]]:
+    off = engine.generate(prompts, {**params, "jump_forward": False})
     engine.flush_cache()
-    on = engine.generate(prompts, {**base, "jump_forward": True})
-    for o in on:
-        jsonschema.validate(json.loads(o["text"]), PERSON)
-    same = sum(a["text"] == b["text"] for a, b in zip(off, on))
-    print(f"jump-forward greedy-identical: {same}/{len(prompts)}")
-    assert same >= len(prompts) // 2
-    assert sum(o["meta"]["jump_forward_tokens"] for o in on) > 0
+    on = engine.generate(prompts, {**params, "jump_forward": True})
+    engine.flush_cache()
+    return off, on
+
+
+def test_jump_forward_greedy_identical_with_fewer_passes(engine: Engine) -> None:
+    """Speculative jump-forward: forced text is a draft the model verifies, so greedy output is
+    token-identical to decoding without it, and every accepted draft token saves a forward pass."""
+    prompts = [chat(engine.tokenizer, f"Give a JSON card for {n}.") for n in CARD_NAMES]
+    off, on = _on_off(engine, prompts, {"json_schema": PERSON, "temperature": 0.0, "max_new_tokens": 128})
+    for a, b in zip(off, on):
+        assert b["output_ids"] == a["output_ids"]
+        jsonschema.validate(json.loads(b["text"]), PERSON)
+        assert b["meta"]["finish_reason"] == a["meta"]["finish_reason"]
+    accepted = sum(o["meta"]["jump_forward_tokens"] for o in on)
+    assert accepted > 0
     passes_on = sum(o["meta"]["num_forward_passes"] for o in on)
     passes_off = sum(o["meta"]["num_forward_passes"] for o in off)
-    assert passes_on < 0.7 * passes_off
+    # each accepted draft token replaces one decode pass, except a final accepted draft token that
+    # ends the request (the verify pass then earns no token after it): at most one per request
+    assert passes_off - accepted <= passes_on <= passes_off - accepted + len(prompts)
+    assert passes_on < 0.85 * passes_off
+
+
+def test_jump_forward_seeded_sampling_and_logprobs_identical(engine: Engine) -> None:
+    """Each draft position is sampled like plain decoding (same seed step, penalties, mask), so
+    seeded sampling and the reported logprobs do not change either."""
+    prompts = [chat(engine.tokenizer, f"Give a JSON card for {n}.") for n in CARD_NAMES[:4]]
+    params = {"json_schema": PERSON, "temperature": 0.9, "seed": 5, "max_new_tokens": 96,
+              "frequency_penalty": 0.3, "return_logprob": True, "top_logprobs_num": 2}
+    off, on = _on_off(engine, prompts, params)
+    for a, b in zip(off, on):
+        assert b["output_ids"] == a["output_ids"]
+        lp_a, lp_b = a["meta"]["output_logprobs"], b["meta"]["output_logprobs"]
+        assert len(lp_b) == len(b["output_ids"]) and all(x is not None for x in lp_b)
+        assert lp_b == pytest.approx(lp_a, abs=1e-3)
+    assert sum(o["meta"]["jump_forward_tokens"] for o in on) > 0
+
+
+@pytest.mark.parametrize("extra", [{"stop": ['"city"']}, {"max_new_tokens": 9}])
+def test_jump_forward_stops_inside_a_draft_like_plain_decoding(engine: Engine, extra: dict) -> None:
+    """A stop string or the token limit that falls inside forced text ends the request at the same
+    token as without jump-forward (the rest of the draft is dropped, its K/V freed)."""
+    prompts = [chat(engine.tokenizer, f"Give a JSON card for {n}.") for n in CARD_NAMES[:3]]
+    off, on = _on_off(engine, prompts, {"json_schema": PERSON, "temperature": 0.0, "max_new_tokens": 128, **extra})
+    for a, b in zip(off, on):
+        assert (b["text"], b["output_ids"], b["meta"]["finish_reason"]) == (a["text"], a["output_ids"], a["meta"]["finish_reason"])
+        assert b["meta"]["finish_reason"]["type"] == ("stop" if "stop" in extra else "length")
+
+
+def test_jump_forward_survives_retraction(smollm2_path: str) -> None:
+    """With a KV pool too small for the batch, requests holding drafts are retracted and resumed;
+    outputs still equal a roomy pool's without jump-forward."""
+    prompts = None
+    results = []
+    for total, jf in ((8192, False), (200, True)):
+        eng = Engine(model=smollm2_path, dtype="float32", max_total_tokens=total, max_running_requests=16)
+        try:
+            prompts = prompts or [chat(eng.tokenizer, f"Give a JSON card for {n}.") for n in CARD_NAMES]
+            results.append(eng.generate(prompts, {"json_schema": PERSON, "temperature": 0.0, "max_new_tokens": 80,
+                                                  "jump_forward": jf}))
+            stats = eng.scheduler.stats()
+            if jf:
+                assert sum(o["meta"]["num_retractions"] for o in results[-1]) > 0
+            assert_kv_baseline(eng)
+            assert stats["num_running"] == 0
+        finally:
+            eng.shutdown()
+    assert [o["output_ids"] for o in results[1]] == [o["output_ids"] for o in results[0]]
 
 
 def test_streaming_with_jump_forward_equals_text(engine: Engine) -> None:
