@@ -144,12 +144,6 @@ class GrammarMatcher:
             return ""
         return utf8_prefix(forced_bytes(self.compiled, self.state)).decode("utf-8")
 
-    def jump_forward(self, output_ids: list[int], tokenizer: Any,
-                     max_retokenize: int = 0) -> tuple[int, list[int]] | None:
-        from .jump_forward import jump_forward
-
-        return jump_forward(self, output_ids, tokenizer, max_retokenize)
-
     def propose_draft(self, tokenizer: Any, max_tokens: int) -> list[int]:
         """Forced-text tokens to verify speculatively (the matcher is unchanged)."""
         from .jump_forward import propose_draft

@@ -19,6 +19,7 @@ pure-torch reference `apply_token_bitmask_torch`; both write -inf into `logits` 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -62,12 +63,47 @@ def pack_allowed(allowed: torch.Tensor) -> torch.Tensor:
     return packed.to(torch.int32)
 
 
+_BYTE_BITS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _byte_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[256, 8] per byte value b and bit i: bool "bit set" (dtype=bool), or for a float dtype the
+    additive mask 0.0 (bit set: allowed) / -inf (clear). One table per (device, dtype)."""
+    table = _BYTE_BITS.get((device, dtype))
+    if table is None:
+        b = torch.arange(256, dtype=torch.int32, device=device)
+        bits = ((b[:, None] >> torch.arange(8, dtype=torch.int32, device=device)) & 1).bool()
+        if dtype == torch.bool:
+            table = bits
+        else:
+            table = torch.zeros(256, 8, dtype=dtype, device=device).masked_fill_(~bits, float("-inf"))
+        _BYTE_BITS[(device, dtype)] = table
+    return table
+
+
+def _expand_bytes(bitmask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """int32 [R, W] -> [R, 32W] of `_byte_table(dtype)` entries, column t for token 32w + j.
+
+    One lookup per byte unpacks 8 tokens: on CPU ~10x faster than 32 shifts followed by a
+    masked_fill (which alone costs ~12 ns per element there), and the float form lets the caller
+    mask with a plain add. Little-endian: byte j of word w holds tokens 32w + 8j .. 32w + 8j + 7,
+    lowest bit first; elsewhere the shift form is used."""
+    r, w = bitmask.shape
+    if sys.byteorder != "little":
+        shifts = torch.arange(BITS_PER_WORD, device=bitmask.device, dtype=torch.int32)
+        # Arithmetic right shift of negative words is fine: we only keep bit 0 after the shift.
+        bits = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().view(r, w * BITS_PER_WORD)
+        if dtype == torch.bool:
+            return bits
+        return torch.zeros(bits.shape, dtype=dtype, device=bits.device).masked_fill_(~bits, float("-inf"))
+    byte_ids = bitmask.contiguous().view(torch.uint8).reshape(-1).to(torch.int64)  # [R * 4W]
+    return _byte_table(bitmask.device, dtype).index_select(0, byte_ids).view(r, w * BITS_PER_WORD)
+
+
 def unpack_bitmask(bitmask: torch.Tensor, num_cols: int) -> torch.Tensor:
     """int32 [R, W] -> bool [R, num_cols] (True = allowed); columns past 32*W are False."""
     r, w = bitmask.shape
-    shifts = torch.arange(BITS_PER_WORD, device=bitmask.device, dtype=torch.int32)
-    # Arithmetic right shift of negative words is fine: we only keep bit 0 after the shift.
-    bits = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().view(r, w * BITS_PER_WORD)  # [R, 32W]
+    bits = _expand_bytes(bitmask, torch.bool)
     if num_cols <= w * BITS_PER_WORD:
         return bits[:, :num_cols]
     out = torch.zeros(r, num_cols, dtype=torch.bool, device=bitmask.device)
@@ -103,13 +139,13 @@ def apply_token_bitmask_torch(logits: torch.Tensor, bitmask: torch.Tensor, vocab
     if idx is not None and idx.numel() == 0:
         return logits
     rows_mask = bitmask if idx is None else bitmask[idx]  # [R, W]
-    allowed = unpack_bitmask(rows_mask, v_padded)  # [R, V_padded]
-    if vocab_size is not None and vocab_size < v_padded:
-        allowed[:, vocab_size:] = False
-    if idx is None:
-        logits.masked_fill_(~allowed, float("-inf"))
-    else:
-        logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+    covered = min(v_padded, rows_mask.shape[1] * BITS_PER_WORD, vocab_size if vocab_size is not None else v_padded)
+    bias = _expand_bytes(rows_mask, logits.dtype)[:, :covered]  # [R, covered]: 0 allowed, -inf not
+    rows = logits if idx is None else logits.index_select(0, idx)
+    rows[:, :covered].add_(bias)  # x + 0 = x exactly, x - inf = -inf
+    rows[:, covered:] = float("-inf")  # past the tokenizer's vocab or the bitmask's coverage
+    if idx is not None:
+        logits.index_copy_(0, idx, rows)
     return logits
 
 

@@ -45,8 +45,6 @@ class IncrementalDetokenizer:
         self.read_offset = len(self.ids)
         self.text = ""  # all decoded output text so far
         self.emitted_len = 0  # chars of self.text already handed out
-        # (prefix_offset, read_offset, len(text)) before each output id, for rollback()
-        self._checkpoints: list[tuple[int, int, int]] = []
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
@@ -54,7 +52,6 @@ class IncrementalDetokenizer:
     def add(self, token_ids: list[int]) -> str:
         """Feed new token ids; return the text delta that is safe to show now."""
         for tid in token_ids:
-            self._checkpoints.append((self.prefix_offset, self.read_offset, len(self.text)))
             self.ids.append(tid)
             prefix_text = self._decode(self.ids[self.prefix_offset:self.read_offset])
             new_text = self._decode(self.ids[self.prefix_offset:])
@@ -63,17 +60,6 @@ class IncrementalDetokenizer:
                 self.prefix_offset = self.read_offset
                 self.read_offset = len(self.ids)
         return self._take(hold_back=self._stop_prefix_len())
-
-    def rollback(self, k: int) -> None:
-        """Forget the last k output ids (jump-forward re-tokenized them). Their replacement decodes
-        to the same string, so text already handed out stays valid."""
-        if k <= 0:
-            return
-        k = min(k, len(self._checkpoints))
-        self.prefix_offset, self.read_offset, text_len = self._checkpoints[-k]
-        del self._checkpoints[-k:]
-        del self.ids[len(self.ids) - k:]
-        self.text = self.text[:text_len]
 
     def finish(self, finish: FinishReason | None) -> str:
         """Flush the rest (cut before a matched stop string); return the final delta."""

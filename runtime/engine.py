@@ -113,8 +113,6 @@ class Engine:
 
     @staticmethod
     def _stream_delta(detok: IncrementalDetokenizer, out: StepOutput) -> Iterator[str]:
-        if out.num_rollback:
-            detok.rollback(out.num_rollback)
         delta = detok.add(out.new_token_ids)
         if out.finished:
             delta += detok.finish(out.finish_reason)

@@ -267,7 +267,3 @@ class StepOutput:
     finished: bool
     finish_reason: FinishReason | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    # Jump-forward may re-tokenize the last few output tokens at a boundary: drop this many ids from
-    # the end of what was reported before appending new_token_ids. The decoded text is unchanged
-    # (re-tokenization preserves the string), only the ids differ.
-    num_rollback: int = 0

@@ -19,13 +19,6 @@ from arborlm.runtime.server.scheduler_process import PARENT_CHECK_MS, become_chi
 logger = logging.getLogger("arborlm.detokenizer")
 
 
-def rollback(detok: IncrementalDetokenizer, k: int) -> None:
-    """Drop the last k ids: jump-forward re-tokenized them; the replacement ids decode to the same
-    text, so nothing already handed out changes."""
-    if k > 0:
-        detok.rollback(k)
-
-
 class Detokenizer:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
@@ -42,13 +35,12 @@ class Detokenizer:
             detok = self.states.get(o.rid)
             text = ""
             if detok is not None:
-                rollback(detok, o.num_rollback)
                 text = detok.add(list(o.new_token_ids))
                 if o.finished:
                     text += detok.finish(o.finish_reason)
             if o.finished:
                 self.states.pop(o.rid, None)
-            out.append(TextOutput(o.rid, text, list(o.new_token_ids), o.num_rollback, o.finished,
+            out.append(TextOutput(o.rid, text, list(o.new_token_ids), o.finished,
                                   o.finish_reason, dict(o.meta)))
         return BatchTextOutput(out)
 

@@ -91,7 +91,6 @@ class TextOutput:
     rid: str
     text: str  # the new text delta, safe to show (UTF-8 complete, held back before stop strings)
     new_token_ids: list[int]
-    num_rollback: int
     finished: bool
     finish_reason: FinishReason | None
     meta: dict[str, Any]

@@ -93,7 +93,7 @@ class TokenizerManager:
         self.dead_reason = reason
         err = {"message": reason, "type": "server_error", "code": 503}
         for rid in list(self.states):
-            self._on_output(TextOutput(rid, "", [], 0, True, FinishReason("abort", message=reason),
+            self._on_output(TextOutput(rid, "", [], True, FinishReason("abort", message=reason),
                                        {"error": err}))
         for fut in self.rpc_waiters.values():
             if not fut.done():
@@ -210,12 +210,6 @@ class TokenizerManager:
         if state is None or state.finished:
             return
         now = time.perf_counter()
-        if out.num_rollback:
-            k = min(out.num_rollback, len(state.output_ids))
-            del state.output_ids[len(state.output_ids) - k:]
-            if len(state.logprobs) > len(state.output_ids):
-                del state.logprobs[len(state.output_ids):]
-                del state.top_logprobs[len(state.output_ids):]
         state.output_ids.extend(out.new_token_ids)
         state.text += out.text
         state.logprobs.extend(out.meta.get("logprobs") or [])

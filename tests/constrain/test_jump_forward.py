@@ -13,32 +13,36 @@ SCHEMA = {"type": "object", "properties": {
 TARGET = {"name": "Hermione Grånger", "house": "Gryffindor", "age": 19, "wand": {"wood": "vine", "length": 10.75}}
 
 
-def scripted_decode(g, tokenizer, target: str, use_jump: bool, max_retokenize: int = 0):
-    """A deterministic "model": at each step the allowed token that is the longest prefix of the
-    remaining target text. Returns (output ids, number of jump-forward calls that fired)."""
+def scripted_decode(g, tokenizer, target: str, use_draft: bool):
+    """A deterministic "model": at each position the allowed token that is the longest prefix of the
+    remaining target text. With drafts, one "pass" verifies a whole draft the way the scheduler
+    does: accept while the model's choice equals the draft token, then take the model's own token.
+    Returns (output ids, number of passes)."""
     vocab = g.vocab
     m = g.matcher()
     out: list[int] = []
-    jumps = 0
-    for _ in range(400):
-        if use_jump:
-            r = m.jump_forward(out, tokenizer, max_retokenize)
-            if r is not None:
-                k, new = r
-                out = out[: len(out) - k] + new
-                jumps += 1
-                assert m._tokens == out  # matcher state tracks the edited output exactly
-        text = b"".join(vocab.token_bytes[t] for t in out)
-        rest = target.encode()[len(text):]
-        assert target.encode().startswith(text)
+
+    def choose() -> int | None:
+        rest = target.encode()[len(b"".join(vocab.token_bytes[t] for t in out)):]
         if not rest:
-            assert m.is_accepting()
-            m.advance(g.eos_token_id)
-            return out, jumps
-        best = max((t for t in m.allowed_tokens() if t != g.eos_token_id and rest.startswith(vocab.token_bytes[t])),
+            return None
+        return max((t for t in m.allowed_tokens() if t != g.eos_token_id and rest.startswith(vocab.token_bytes[t])),
                    key=lambda t: len(vocab.token_bytes[t]))
-        m.advance(best)
-        out.append(best)
+
+    for passes in range(1, 400):
+        draft = m.propose_draft(tokenizer, 64) if use_draft else []
+        state = (m.state, list(m._tokens))
+        if draft:
+            assert (m.state, m._tokens) == state  # proposing never moves the matcher
+        for d in [*draft, None]:
+            t = choose()
+            if t is None:
+                assert m.is_accepting()
+                return out, passes
+            m.advance(t)
+            out.append(t)
+            if t != d:
+                break
     raise AssertionError("did not finish")
 
 
@@ -57,15 +61,28 @@ def test_forced_text(compiler, tokenizer):
     assert choice.matcher().forced_text() == ""
 
 
-@pytest.mark.parametrize("max_retokenize", [0, 4])
-def test_jump_forward_reaches_same_text_with_fewer_steps(compiler, tokenizer, max_retokenize):
+def test_drafts_reach_same_tokens_with_fewer_passes(compiler, tokenizer):
     g = compiler.compile_sync("json_schema", SCHEMA)
     target = json.dumps(TARGET, separators=(",", ":"), ensure_ascii=False)
     assert re.fullmatch(g.regex, target)
-    plain, _ = scripted_decode(g, tokenizer, target, use_jump=False)
-    jumped, jumps = scripted_decode(g, tokenizer, target, use_jump=True, max_retokenize=max_retokenize)
-    assert tokenizer.decode(plain) == tokenizer.decode(jumped) == target
-    assert jumps >= 4
+    plain, plain_passes = scripted_decode(g, tokenizer, target, use_draft=False)
+    drafted, passes = scripted_decode(g, tokenizer, target, use_draft=True)
+    assert drafted == plain and tokenizer.decode(plain) == target
+    assert passes <= plain_passes - 8
+
+
+def test_draft_is_cut_to_the_limit_and_to_what_the_grammar_allows(compiler, tokenizer):
+    g = compiler.compile_sync("json_schema", SCHEMA)
+    m = g.matcher()
+    full = m.propose_draft(tokenizer, 64)
+    assert tokenizer.decode(full) == '{"name":"'
+    assert m.propose_draft(tokenizer, 1) == full[:1]
+    assert m.propose_draft(tokenizer, 0) == []
+    for t in tokenizer.encode('{"name":"Ron"', add_special_tokens=False):
+        m.advance(t)
+    assert tokenizer.decode(m.propose_draft(tokenizer, 64)) == ',"house":"'
+    assert g.matcher().copy().propose_draft(tokenizer, 64) == full
+    assert compiler.compile_sync("choice", ["yes", "no"]).matcher().propose_draft(tokenizer, 64) == []
 
 
 @pytest.mark.parametrize("regex,text", [
@@ -75,5 +92,7 @@ def test_jump_forward_reaches_same_text_with_fewer_steps(compiler, tokenizer, ma
 ])
 def test_jump_forward_regexes(compiler, tokenizer, regex, text):
     g = compiler.compile_sync("regex", regex)
-    ids, _ = scripted_decode(g, tokenizer, text, use_jump=True)
-    assert tokenizer.decode(ids) == text
+    ids, passes = scripted_decode(g, tokenizer, text, use_draft=True)
+    plain, plain_passes = scripted_decode(g, tokenizer, text, use_draft=False)
+    assert ids == plain and tokenizer.decode(ids) == text
+    assert passes < plain_passes

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from arborlm.runtime.server.detokenizer_process import Detokenizer, rollback
+from arborlm.runtime.server.detokenizer_process import Detokenizer
 from arborlm.runtime.server.io_struct import BatchTokenOutput, DetokInit, TokenizedRequest
 from arborlm.runtime.server.openai_api import build_params
 from arborlm.runtime.server.protocol import ApiError, ChatCompletionRequest
@@ -39,20 +39,6 @@ def test_detokenizer_stop_string_trimmed(tokenizer) -> None:
     out = _run(Detokenizer(tokenizer), "b", [[t] for t in ids], stop=["STOP"],
                finish=FinishReason("stop", matched="STOP"))
     assert out == "one two "
-
-
-def test_rollback_keeps_text(tokenizer) -> None:
-    """Jump-forward replaces reported ids with a re-tokenization of the same text."""
-    from arborlm.runtime.detokenize import IncrementalDetokenizer
-
-    a = tokenizer.encode('{"name', add_special_tokens=False)
-    b = tokenizer.encode('{"name": "', add_special_tokens=False)
-    d = IncrementalDetokenizer(tokenizer)
-    got = d.add(a)
-    rollback(d, 1)
-    got += d.add(b[len(a) - 1:])
-    got += d.finish(FinishReason("length"))
-    assert got == '{"name": "'
 
 
 def test_messages_pickle() -> None:
