@@ -23,6 +23,7 @@ def finished_meta(req: Req) -> dict[str, Any]:
         "completion_tokens": len(req.output_ids),
         "finish_reason": req.finish_reason.to_dict() if req.finish_reason else None,
         "jump_forward_tokens": req.jump_forward_tokens,
+        "jump_forward_proposed": req.jump_forward_proposed,
         "grammar_compile_ms": req.grammar_compile_ms,
         "num_forward_passes": req.num_forward_passes,
         "num_retractions": req.num_retractions,
