@@ -1,0 +1,312 @@
+"""Grammar compile time over every JSONSchemaBench schema, cold and cached (`arborlm bench json
+--parts compile`).
+
+Each schema is compiled cold in a child forked from a warm worker subprocess (tokenizer and token
+vocabulary already built; one schema at a time, one CPU thread) with a fresh `GrammarCompiler`, then
+compiled a second time through the same compiler's LRU cache ("cached"). A compile still running
+at the per-schema wall-clock cap is killed and counts as *censored at the cap*: its cold time is
+known only to be >= cap. Percentiles are taken over compiled + censored schemas, the censored ones
+ranked last at the cap; a percentile whose rank lands among them is reported as the cap and flagged
+`_lower_bound`. Schemas we reject with an error (naming the unsupported keyword) are counted as
+failures, apart from the timings. A compile child that dies (e.g. outlines-core aborting on a failed
+allocation under the memory cap) is counted as `crashed`, also apart.
+
+Regex build (schema -> regex) and index build (regex -> outlines-core token Index) are timed
+separately inside the cold compile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+READY_TIMEOUT_S = 300.0
+
+
+@dataclass
+class Sample:
+    subset: str
+    index: int
+    status: str  # "ok" | "failed" | "capped" | "crashed"
+    cold_ms: float = math.nan
+    cached_ms: float = math.nan
+    regex_ms: float = math.nan
+    index_ms: float = math.nan
+    regex_chars: int = 0
+    reason: str = ""
+
+
+def censored_pct(values: list[float], n_censored: int, cap: float, q: float) -> tuple[float, bool]:
+    """The q-quantile (rank rule of json_bench.pct: sorted[min(n-1, int(q*n))]) of `values` plus
+    `n_censored` observations known only to be >= `cap`. Returns (value, is_lower_bound): when the
+    rank lands on a censored observation the quantile is only known to be >= cap."""
+    ranked = sorted([(v, False) for v in values] + [(cap, True)] * n_censored)
+    if not ranked:
+        return math.nan, False
+    v, censored = ranked[min(len(ranked) - 1, int(q * len(ranked)))]
+    return v, censored
+
+
+def rejection_key(message: str) -> str:
+    """The JSON Schema keyword a rejection names ("... keyword 'x' ..."), else a short message head."""
+    m = re.search(r"keyword '([^']+)'", message)
+    return m.group(1) if m else message[:60]
+
+
+def load_schemas(data_dir: Path, limit_per_subset: int | None = None) -> list[tuple[str, int, Any]]:
+    out = []
+    for f in sorted((Path(data_dir) / "jsonschemabench").glob("*.jsonl")):
+        with open(f) as fh:
+            lines = [line for line in fh if line.strip()]
+        for i, line in enumerate(lines[:limit_per_subset]):
+            s = json.loads(line)["schema"]
+            out.append((f.stem, i, json.loads(s) if isinstance(s, str) else s))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- worker
+def _die_with_parent() -> None:
+    """Linux: get SIGKILLed when the parent process dies (a killed bench leaves no compiles running)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _compile_one(tok: Any, schema: Any) -> dict[str, Any]:
+    """Cold compile with a fresh GrammarCompiler (vocabulary already built), then the cached one."""
+    from arborlm.constrain import GrammarCompiler
+    from arborlm.constrain.compiler import GrammarError
+
+    compiler = GrammarCompiler(tok, num_threads=1)
+    regex_ms: list[float] = []
+    to_regex = compiler.to_regex
+
+    def timed_to_regex(kind: str, spec: Any) -> str:
+        t = time.perf_counter()
+        try:
+            return to_regex(kind, spec)
+        finally:
+            regex_ms.append((time.perf_counter() - t) * 1000)
+
+    compiler.to_regex = timed_to_regex  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    try:
+        g = compiler.compile_sync("json_schema", schema)
+        cold = (time.perf_counter() - t0) * 1000
+        t1 = time.perf_counter()
+        compiler.compile_sync("json_schema", schema)
+        cached = (time.perf_counter() - t1) * 1000
+        return {"status": "ok", "cold_ms": cold, "cached_ms": cached, "regex_ms": regex_ms[0],
+                "index_ms": g.compile_ms - regex_ms[0], "regex_chars": len(g.regex)}
+    except (GrammarError, RecursionError) as e:
+        return {"status": "failed", "reason": str(e)[:300]}
+    except Exception as e:  # noqa: BLE001 - report it as a failure, keep going
+        return {"status": "failed", "reason": f"{type(e).__name__}: {e}"[:300]}
+    finally:
+        compiler.shutdown()
+
+
+def _run_child(tok: Any, schema: Any, cap_s: float, mem_extra_bytes: int) -> dict[str, Any]:
+    """Fork a child that compiles `schema`; kill it at `cap_s`. Called in the worker process."""
+    import select
+    import signal
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: compile, write one JSON line, _exit
+        try:
+            os.close(r)
+            _die_with_parent()
+            if mem_extra_bytes > 0:
+                import resource
+
+                with open("/proc/self/statm") as f:
+                    vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+                # soft limit only: the schema guard's own forked child lowers it further
+                resource.setrlimit(resource.RLIMIT_AS, (vm + mem_extra_bytes, resource.RLIM_INFINITY))
+            data = json.dumps(_compile_one(tok, schema)).encode()
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+            os._exit(0)
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+    os.close(w)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + cap_s
+    with os.fdopen(r, "rb", buffering=0) as f:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([f], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return {"status": "capped"}
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not chunks:
+        return {"status": "crashed", "reason": f"compile child died (wait status {status})"}
+    return json.loads(b"".join(chunks))
+
+
+def _worker(conn: Any, model: str, mem_extra_bytes: int) -> None:
+    """Subprocess: load the tokenizer and build the token vocabulary once, then, per schema sent
+    over `conn` as (schema, cap_s), fork a child that compiles it (so a capped or crashed compile
+    costs no restart and every compile starts from the same warm state)."""
+    _die_with_parent()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ[var] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from arborlm.constrain import get_token_vocab
+    from arborlm.runtime.model_loader import load_tokenizer
+
+    tok = load_tokenizer(model)
+    t0 = time.perf_counter()
+    get_token_vocab(tok)
+    conn.send(("ready", (time.perf_counter() - t0) * 1000))
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        conn.send(("done", _run_child(tok, msg[0], msg[1], mem_extra_bytes)))
+
+
+class _WorkerHandle:
+    def __init__(self, model: str, mem_extra_bytes: int) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, model, mem_extra_bytes), daemon=True)
+        self.proc.start()
+        child.close()
+        if not self.conn.poll(READY_TIMEOUT_S):
+            self.kill()
+            raise RuntimeError("compile worker did not start")
+        _, self.vocab_ms = self.conn.recv()
+
+    def compile(self, schema: Any, cap_s: float) -> dict[str, Any] | None:
+        """The compile child's result; None when the worker itself stopped answering.
+        Raises EOFError when the worker died."""
+        self.conn.send((schema, cap_s))
+        if not self.conn.poll(cap_s + 60):
+            return None
+        return self.conn.recv()[1]
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(10)
+        self.conn.close()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.kill()
+
+
+def run_samples(schemas: list[tuple[str, int, Any]], model: str, cap_s: float, mem_gib: float = 8.0,
+                progress: bool = True) -> Iterator[Sample]:
+    mem = int(mem_gib * (1 << 30))
+    worker = _WorkerHandle(model, mem)
+    t_start = time.perf_counter()
+    try:
+        for n, (subset, i, schema) in enumerate(schemas):
+            try:
+                res = worker.compile(schema, cap_s)
+            except (EOFError, OSError):
+                res = {"status": "crashed", "reason": f"worker died (exit {worker.proc.exitcode})"}
+            if res is None or res["status"] == "crashed" and not worker.proc.is_alive():
+                worker.kill()
+                worker = _WorkerHandle(model, mem)
+                res = res or {"status": "capped"}
+            yield Sample(subset, i, **res)
+            if progress and res["status"] in ("capped", "crashed"):
+                print(f"[compile] {subset}#{i}: {res['status']}", file=sys.stderr, flush=True)
+            if progress and (n + 1) % 50 == 0:
+                print(f"[compile] {n + 1}/{len(schemas)} schemas, {time.perf_counter() - t_start:.0f} s",
+                      file=sys.stderr, flush=True)
+    finally:
+        worker.close()
+
+
+# ---------------------------------------------------------------------------------------- report
+def _r(x: float, nd: int) -> float | None:
+    return None if math.isnan(x) else round(x, nd)
+
+
+def summarize(samples: list[Sample], subset: str, cap_s: float) -> dict[str, Any]:
+    ok = [s for s in samples if s.status == "ok"]
+    capped = sum(s.status == "capped" for s in samples)
+    failed = [s for s in samples if s.status == "failed"]
+    crashed = sum(s.status == "crashed" for s in samples)
+    reasons: dict[str, int] = {}
+    for s in failed:
+        k = rejection_key(s.reason)
+        reasons[k] = reasons.get(k, 0) + 1
+    cap_ms = cap_s * 1000
+    cold = [s.cold_ms for s in ok]
+    timed = len(ok) + capped
+    row: dict[str, Any] = {
+        "bench": "json", "result": "compile", "subset": subset, "num_schemas": len(samples),
+        "compiled": len(ok), "failed": len(failed), "capped": capped, "crashed": crashed,
+        "cap_s": cap_s, "censored_share": round(capped / timed, 3) if timed else 0.0,
+    }
+    for q in (0.5, 0.95):
+        v, lower = censored_pct(cold, capped, cap_ms, q)
+        row[f"cold_ms_p{int(q * 100)}"] = _r(v, 2)
+        row[f"cold_ms_p{int(q * 100)}_lower_bound"] = lower
+    for name, nd in (("cached", 4), ("regex", 2), ("index", 2)):
+        xs = [getattr(s, f"{name}_ms") for s in ok]
+        for q in (0.5, 0.95):
+            row[f"{name}_ms_p{int(q * 100)}"] = _r(censored_pct(xs, 0, 0.0, q)[0], nd)
+    tot = sum(cold)
+    row["regex_share_of_cold"] = round(sum(s.regex_ms for s in ok) / tot, 3) if tot else None
+    row["cold_ms_max_compiled"] = _r(max(cold), 1) if cold else None
+    row["top_failures"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:8])
+    if crashed:
+        row["crash_reasons"] = sorted({s.reason for s in samples if s.status == "crashed"})[:3]
+    row["note"] = (f"cold/cached over compiled + capped schemas; {capped} capped at {cap_s:g} s counted as "
+                   f"censored at the cap (cold percentiles flagged _lower_bound are >= the value); "
+                   "failed (rejected, see top_failures) and crashed schemas are excluded from timings; "
+                   "cached/regex/index percentiles over compiled schemas only")
+    return row
+
+
+def compile_time_report(model: str, data_dir: Path, cap_s: float = 20.0, limit_per_subset: int | None = None,
+                        mem_gib: float = 8.0) -> Iterator[dict[str, Any]]:
+    """One row per subset as it finishes, then an "ALL" row."""
+    schemas = load_schemas(data_dir, limit_per_subset)
+    t0 = time.perf_counter()
+    by_subset: dict[str, list[Sample]] = {}
+    current: str | None = None
+    for s in run_samples(schemas, model, cap_s, mem_gib):
+        if current is not None and s.subset != current:
+            yield summarize(by_subset[current], current, cap_s)
+        current = s.subset
+        by_subset.setdefault(s.subset, []).append(s)
+    if current is not None:
+        yield summarize(by_subset[current], current, cap_s)
+    everything = [s for v in by_subset.values() for s in v]
+    row = summarize(everything, "ALL", cap_s)
+    row["wall_s"] = round(time.perf_counter() - t0, 1)
+    yield row
