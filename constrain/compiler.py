@@ -37,6 +37,8 @@ class CompiledGrammar:
     # Per-FSM-state facts shared by all matchers of this grammar (filled lazily, GIL-safe dicts).
     _forced: dict[int, bytes] = field(default_factory=dict, repr=False)
     _terminal: dict[int, bool] = field(default_factory=dict, repr=False)
+    # Bitmask row per FSM state, filled on first use (see GrammarMatcher.fill_bitmask).
+    _masks: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @property
     def eos_token_id(self) -> int:

@@ -10,7 +10,12 @@ from outlines_core import Guide
 
 from .compiler import CompiledGrammar
 
-_GUIDE_ROLLBACK = 64  # beyond this the Guide is rebuilt by replay (rare: jump-forward uses <= 4)
+_GUIDE_ROLLBACK = 64  # beyond this the Guide is rebuilt by replay
+# Bitmask rows cached per FSM state and grammar (6 KB each for a 49k vocab). A mask depends on the
+# state alone, and decoding revisits few states (inside a JSON string every character leads back
+# to the same one), while outlines-core's write_mask_into walks every allowed token (~170 us for a
+# free-text state): the cache turns most fills into a 6 KB copy.
+MASK_CACHE_STATES = 512
 
 
 class GrammarMatcher:
@@ -125,6 +130,11 @@ class GrammarMatcher:
         if self._ended:
             row.zero_() if hasattr(row, "zero_") else row.fill(0)
             return
+        masks = self.compiled._masks
+        hit = masks.get(self.state)
+        if hit is not None and hasattr(row, "copy_") and hit.shape == row.shape:
+            row.copy_(hit)
+            return
         g = self._sync_guide()
         if hasattr(row, "data_ptr"):
             ptr, numel, esize = row.data_ptr(), row.numel(), row.element_size()
@@ -135,6 +145,8 @@ class GrammarMatcher:
         if esize != 4:
             raise ValueError("bitmask row must be int32")
         g.write_mask_into(ptr, numel, esize)
+        if hasattr(row, "clone") and len(masks) < MASK_CACHE_STATES:
+            masks[self.state] = row.clone()
 
     # -- jump-forward ---------------------------------------------------------------------------
     def forced_text(self) -> str:

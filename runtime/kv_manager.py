@@ -84,7 +84,6 @@ class KVManager:
         assert new_kv_len >= req.prefix_len, "cannot truncate into the tree-owned prefix"
         self.slots.free(req.slot_ids[new_kv_len:])
         del req.slot_ids[new_kv_len:]
-        req.kv_epoch += 1
 
     def release(self, req: Req, keep_in_cache: bool = True) -> None:
         """The request stops running (finished, aborted or retracted): its computed tokens go to
@@ -102,7 +101,6 @@ class KVManager:
         self.rows.free(req.req_pool_idx)
         req.req_pool_idx = None
         req.last_node = None
-        req.kv_epoch += 1
         req.slot_ids = []
         req.prefix_len = 0
 

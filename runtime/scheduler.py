@@ -28,7 +28,7 @@ logger = logging.getLogger("arborlm.scheduler")
 
 # Waiting requests whose prompt shares this many more tokens with a request admitted in the same
 # round than the cache holds wait one round: the first one's prefill lands in the tree, then they hit.
-IN_BATCH_PREFIX_MIN = 32
+IN_BATCH_PREFIX_MIN = 16
 # Admission keeps this many free slots per running request for its next decode steps, so a new
 # prefill does not immediately force retractions.
 DECODE_RESERVE_PER_REQ = 8

@@ -175,9 +175,6 @@ class Req:
     # The runner must rewrite the request's whole ReqToToken row before the next forward (set when
     # slot_ids changed below kv_len: admission, cache_progress swapping duplicates for tree slots).
     table_dirty: bool = False
-    # Bumped whenever K/V below kv_len may change meaning (truncate, release): a kernel that keeps
-    # per-row state across steps keys it by (rid, kv_epoch).
-    kv_epoch: int = 0
     cached_tokens: int = 0  # prompt tokens served from the cache at first admission
     # --- constrained decoding ---
     grammar: Any = None  # a GrammarMatcher, or None

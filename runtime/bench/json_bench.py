@@ -88,7 +88,7 @@ def bench_mask_overhead(engine: Any, batch: int = 16, num_steps: int = 30) -> di
     constrained = {"temperature": 0.0, "max_new_tokens": 200, "json_schema": schema, "jump_forward": False}
     plain = {"temperature": 0.0, "max_new_tokens": 200, "ignore_eos": True}
     ms_c, ms_u = [], []
-    for _ in range(3):  # interleaved, medians: timings on these machines swing
+    for _ in range(7):  # interleaved, medians: timings on these machines swing
         ms_u.append(_decode_step_ms(engine, prompts, plain, num_steps))
         ms_c.append(_decode_step_ms(engine, prompts, constrained, num_steps))
     c, u = batch * 1000 / statistics.median(ms_c), batch * 1000 / statistics.median(ms_u)

@@ -27,10 +27,14 @@ def instance_prompt(tokenizer: Any, schema: Any) -> str:
 def generate_and_validate(engine: Any, data_dir: str | Path, subsets: tuple[str, ...] = SUBSETS,
                           limit: int | None = None, max_new_tokens: int = 256, batch: int = 32,
                           params: dict[str, Any] | None = None,
-                          max_regex_chars: int | None = None) -> list[dict[str, Any]]:
+                          max_regex_chars: int | None = None,
+                          compile_cap_s: float | None = None) -> list[dict[str, Any]]:
     """Per subset: compiled, generated, finished with stop, valid among those, and the failures.
     `max_regex_chars` skips (and counts) schemas whose regex is larger: building the token index of a
-    huge regex takes minutes (fine on the server's compile pool, too slow for a test)."""
+    huge regex takes minutes (fine on the server's compile pool, too slow for a test).
+    `compile_cap_s` first compiles each schema in a memory-capped child process (8 GiB,
+    bench/compile_time.py) and skips (counts) those still compiling at the cap or dying: the index
+    of a few schemas needs more memory than this machine has, which would kill the whole run."""
     import jsonschema
 
     compiler = engine.scheduler.grammar_compiler
@@ -38,7 +42,17 @@ def generate_and_validate(engine: Any, data_dir: str | Path, subsets: tuple[str,
     for subset in subsets:
         schemas = [r["schema"] for r in load_subset(data_dir, subset)][:limit]
         compiled, too_large = [], 0
-        for s in schemas:
+        over_cap: set[int] = set()
+        if compile_cap_s is not None:
+            from arborlm.runtime.bench.compile_time import run_samples
+
+            samples = run_samples([(subset, i, s) for i, s in enumerate(schemas)], engine.config.model,
+                                  compile_cap_s)
+            over_cap = {x.index for x in samples if x.status in ("capped", "crashed")}
+        for i, s in enumerate(schemas):
+            if i in over_cap:
+                too_large += 1
+                continue
             try:
                 if max_regex_chars is not None and len(compiler.to_regex("json_schema", s)) > max_regex_chars:
                     too_large += 1

@@ -111,3 +111,20 @@ def test_fill_bitmask_is_fast(compiler):
     print(f"fill_bitmask: {us:.1f} us/call")
     assert us < 200  # ~3 us measured; generous for a loaded 2-core box
     assert int(rows[0].abs().sum()) == 0 and int(rows[2].abs().sum()) == 0  # only its own row
+
+
+def test_cached_masks_equal_fresh_masks(compiler, tokenizer):
+    """fill_bitmask caches a row per FSM state: every fill, first or cached, equals the index's
+    allowed set for the matcher's current state, across matchers sharing the grammar."""
+    g = compiler.compile_sync("json_schema", {"type": "object", "properties": {"s": {"type": "string"}},
+                                              "required": ["s"]})
+    text_ids = tokenizer.encode('{"s":"aaaa bbbb aaaa"}', add_special_tokens=False)
+    row = torch.zeros(g.vocab.bitmask_words, dtype=torch.int32)
+    for _ in range(2):  # the second walk is served from the cache
+        m = g.matcher()
+        for t in text_ids:
+            row.fill_(0)
+            m.fill_bitmask(row)
+            assert allowed_from_mask(row, g.vocab.vocab_size) == set(g.index.get_allowed_tokens(m.state))
+            m.advance(t)
+    assert g._masks  # the cache was used
