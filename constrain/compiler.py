@@ -39,6 +39,8 @@ class CompiledGrammar:
     _terminal: dict[int, bool] = field(default_factory=dict, repr=False)
     # Bitmask row per FSM state, filled on first use (see GrammarMatcher.fill_bitmask).
     _masks: dict[int, Any] = field(default_factory=dict, repr=False)
+    # Token the model last chose in each forced FSM state (jump-forward drafts replay it).
+    _chosen: dict[int, int] = field(default_factory=dict, repr=False)
 
     @property
     def eos_token_id(self) -> int:

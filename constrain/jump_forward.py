@@ -69,20 +69,31 @@ def utf8_prefix(b: bytes) -> bytes:
 
 
 def propose_draft(m: GrammarMatcher, tokenizer: Any, max_tokens: int) -> list[int]:
-    """Draft tokens for speculative jump-forward: the forced text encoded alone, cut to the longest
-    prefix the grammar accepts and to `max_tokens`. The matcher is NOT changed: the model verifies
-    the draft (one extend with logits at every draft position) and keeps the prefix that
-    constrained decoding would have produced itself, so a draft never changes the output."""
+    """Draft tokens for speculative jump-forward, at most `max_tokens`; the matcher is NOT changed.
+
+    The model verifies the draft (one extend with logits at every draft position) and keeps the
+    prefix that constrained decoding would have produced itself, so a draft never changes the
+    output; it only saves passes when it guesses the model's tokens. Guess 1: the tokens the model
+    chose the last time it crossed these forced states (`CompiledGrammar._chosen`, shared by every
+    request of the grammar: the same schema's keys recur). Guess 2, for the rest of the forced
+    text: its canonical encoding alone (which the model often splits differently)."""
     if m._ended or max_tokens <= 0:
         return []
-    fb = utf8_prefix(forced_bytes(m.compiled, m.state))
-    if not fb:
-        return []
-    ids = list(tokenizer.encode(fb.decode("utf-8"), add_special_tokens=False))[:max_tokens]
-    index = m.compiled.index
+    compiled, index = m.compiled, m.compiled.index
     st: int | None = m.state
-    for i, t in enumerate(ids):
-        st = index.get_next_state(st, t)
-        if st is None:
-            return ids[:i]
+    ids: list[int] = []
+    while len(ids) < max_tokens and forced_bytes(compiled, st):
+        t = compiled._chosen.get(st)
+        nxt = None if t is None else index.get_next_state(st, t)
+        if nxt is None:
+            break
+        ids.append(t)
+        st = nxt
+    fb = utf8_prefix(forced_bytes(compiled, st))
+    if fb and len(ids) < max_tokens:
+        for t in list(tokenizer.encode(fb.decode("utf-8"), add_special_tokens=False))[: max_tokens - len(ids)]:
+            st = index.get_next_state(st, t)
+            if st is None:
+                break
+            ids.append(t)
     return ids

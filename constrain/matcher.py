@@ -9,6 +9,7 @@ from typing import Any
 from outlines_core import Guide
 
 from .compiler import CompiledGrammar
+from .jump_forward import forced_bytes
 
 _GUIDE_ROLLBACK = 64  # beyond this the Guide is rebuilt by replay
 # Bitmask rows cached per FSM state and grammar (6 KB each for a 49k vocab). A mask depends on the
@@ -77,6 +78,8 @@ class GrammarMatcher:
             nxt = self.index.get_next_state(self.state, token_id)
             if nxt is None:
                 raise ValueError(f"token {token_id} is not allowed by the grammar in state {self.state}")
+            if forced_bytes(self.compiled, self.state):  # remember the model's token (jump-forward drafts)
+                self.compiled._chosen[self.state] = token_id
         self._states.append(nxt)
         self._tokens.append(token_id)
 

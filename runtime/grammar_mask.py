@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from arborlm.kernels.bitmask import allocate_token_bitmask
+from arborlm.kernels.bitmask import allocate_token_bitmask, apply_token_bitmask
 from arborlm.runtime.sampler import Sampler, SampleResult
 from arborlm.runtime.types import Req
 
@@ -32,3 +32,29 @@ class GrammarSampler:
             reqs[i].grammar.fill_bitmask(mask[i])
         mask = mask.to(logits.device, non_blocking=True)
         return self.sampler.sample(logits, reqs, bitmask=mask, bitmask_rows=rows)
+
+    @staticmethod
+    def can_verify_batched(req: Req) -> bool:
+        """Every draft position can be sampled at once when nothing depends on the tokens before
+        it but the grammar state: greedy, no penalties, no logprobs, min_new_tokens already met."""
+        p = req.params
+        return (p.is_greedy and not p.return_logprob and p.frequency_penalty == 0.0
+                and p.presence_penalty == 0.0 and p.repetition_penalty == 1.0
+                and p.min_new_tokens <= len(req.output_ids))
+
+    def verify_greedy(self, logits: torch.Tensor, req: Req, draft: list[int]) -> list[int]:
+        """Constrained greedy token at each of the k + 1 positions of a draft (logits `[k + 1, V]`:
+        after the last sampled token, after d1, ..., after dk), assuming d1..dj were taken before
+        position j; the caller keeps the prefix that matches. The matcher is walked along the
+        draft to fill each position's mask, then returned to where it was."""
+        m = req.grammar
+        mask = allocate_token_bitmask(len(draft) + 1, self.vocab_size)
+        for j in range(len(draft) + 1):
+            m.fill_bitmask(mask[j])
+            if j < len(draft):
+                m.advance(draft[j])
+        m.rollback(len(draft))
+        mask = mask.to(logits.device, non_blocking=True)
+        x = logits[:, : self.vocab_size].to(torch.float32, copy=True)
+        apply_token_bitmask(x, mask, self.vocab_size)
+        return x.argmax(dim=-1).tolist()

@@ -273,7 +273,7 @@ class Scheduler:
                                       result.top_logprobs[j] if result.top_logprobs else None)
                 self._report(req, [tid], finish)
         for i, off, v in drafts:
-            self._verify(batch.reqs[i], [logits[r : r + 1] for r in range(off, off + v)] + [logits[i : i + 1]])
+            self._verify(batch.reqs[i], logits, [*range(off, off + v), i])
 
     def _accept(self, req: Req, tid: int, logprob: float | None, top: Any) -> FinishReason | None:
         """Append one sampled token: output, logprobs, matcher, stop conditions."""
@@ -328,17 +328,24 @@ class Scheduler:
             del req.output_ids[-req.num_draft:]
             req.num_draft = 0
 
-    def _verify(self, req: Req, rows: list[Any]) -> None:
-        """rows: k + 1 logits `[1, V]`: after t, after d1, ..., after dk."""
+    def _verify(self, req: Req, logits: Any, rows: list[int]) -> None:
+        """rows: the k + 1 logits rows after t, after d1, ..., after dk."""
         draft = req.output_ids[-req.num_draft:]
         self._drop_draft(req)
+        batched = None  # greedy without penalties: every position's token in one masked argmax
+        if getattr(self.sample_fn, "can_verify_batched", None) and self.sample_fn.can_verify_batched(req):
+            batched = self.sample_fn.verify_greedy(logits[rows], req, draft)
         new_ids: list[int] = []
         finish = None
         for j, row in enumerate(rows):
-            result = self.sample_fn(row, [req])
-            tid = int(result.next_token_ids[0])
-            finish = self._accept(req, tid, result.logprobs[0] if result.logprobs else None,
-                                  result.top_logprobs[0] if result.top_logprobs else None)
+            if batched is not None:
+                tid, lp, top = batched[j], None, None
+            else:
+                result = self.sample_fn(logits[row : row + 1], [req])
+                tid = int(result.next_token_ids[0])
+                lp = result.logprobs[0] if result.logprobs else None
+                top = result.top_logprobs[0] if result.top_logprobs else None
+            finish = self._accept(req, tid, lp, top)
             new_ids.append(tid)
             if j == len(draft) or tid != draft[j]:
                 break
