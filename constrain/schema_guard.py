@@ -37,20 +37,27 @@ def estimate_regex_size(n: Any, ph: dict[str, str]) -> int:
     return 60
 
 
+def limit_address_space(extra_bytes: int, hard: bool = True) -> None:
+    """Cap this process's address space at its current size + extra_bytes (a forked child's guard
+    against a build that would exhaust the machine); `hard=False` sets the soft limit only."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, vm + extra_bytes if hard else resource.RLIM_INFINITY))
+
+
 def guarded_build_regex(schema_json: str, ws: str, extra_bytes: int = 3 << 30) -> str:
     """build_regex_from_schema in a forked child with a memory cap: outlines-core *aborts the
     process* when an allocation fails (e.g. a few hundred optional properties), which must not take
     the server down. Returns the regex or raises UnsupportedSchema."""
-    import resource
 
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: only Rust work and a pipe write, then _exit
         try:
             os.close(r)
-            with open("/proc/self/statm") as f:
-                vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, vm + extra_bytes))
+            limit_address_space(extra_bytes)
             out = build_regex_from_schema(schema_json, ws)
             data = (out if len(out) <= MAX_REGEX_CHARS else "\x00TOO_LARGE").encode()
             with os.fdopen(w, "wb") as f:

@@ -81,7 +81,7 @@ def _die_with_parent() -> None:
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return  # not Linux: the parent's explicit kill on exit is the only cleanup
 
 
 def _compile_one(tok: Any, schema: Any) -> dict[str, Any]:
@@ -130,12 +130,10 @@ def _run_child(tok: Any, schema: Any, cap_s: float, mem_extra_bytes: int) -> dic
             os.close(r)
             _die_with_parent()
             if mem_extra_bytes > 0:
-                import resource
+                from arborlm.constrain.schema_guard import limit_address_space
 
-                with open("/proc/self/statm") as f:
-                    vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
                 # soft limit only: the schema guard's own forked child lowers it further
-                resource.setrlimit(resource.RLIMIT_AS, (vm + mem_extra_bytes, resource.RLIM_INFINITY))
+                limit_address_space(mem_extra_bytes, hard=False)
             data = json.dumps(_compile_one(tok, schema)).encode()
             with os.fdopen(w, "wb") as f:
                 f.write(data)
@@ -216,9 +214,10 @@ class _WorkerHandle:
 
     def close(self) -> None:
         try:
-            self.conn.send(None)
+            self.conn.send(None)  # ask the worker to exit
         except OSError:
-            pass
+            self.kill()  # its pipe is already gone: it is dead or stuck
+            return
         self.proc.join(10)
         if self.proc.is_alive():
             self.kill()
