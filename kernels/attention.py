@@ -9,9 +9,12 @@ Row r has `prefix_len[r]` tokens already in the pool and `extend_len[r]` new one
 (0-based) sees keys `[0, prefix_len[r] + i]`, read through `req_to_token[req_pool_idx[r]]`.
 
 Rows are split into two groups because their costs differ:
-- decode rows (extend_len == 1): one padded gather of all their K/V per layer
-  (`k_buffer[req_to_token[rows, :max_len]]`, flattened index_select: ~4x faster than advanced
-  indexing on CPU) and ONE batched `scaled_dot_product_attention` with a key-padding mask.
+- decode rows (extend_len == 1): grouped by length (`decode_groups`); per group one padded gather
+  of its K/V per layer (`k_buffer[req_to_token[rows, :group_max_len]]`, flattened index_select:
+  ~4x faster than advanced indexing on CPU) and ONE batched `scaled_dot_product_attention` with a
+  key-padding mask. One group padded to the longest row wastes most of the work when lengths differ
+  (independent prompts of 49..243 tokens: ~half the gathered keys were padding); each extra group
+  costs a few calls per layer, so `plan_groups` splits only where the padding saved pays for them.
 - extend rows (extend_len > 1): one SDPA call per row. A row with no prefix uses its new K/V
   directly with `is_causal` (no gather); a row with a prefix gathers `[0, prefix+extend)` and uses
   an offset-causal mask. Looping per row keeps a long prompt from padding every decode row to its
@@ -46,6 +49,47 @@ class ExtendRow:
 
 
 @dataclass
+class DecodeGroup:
+    """Decode rows attended together: padded to the group's longest row."""
+
+    rows: torch.Tensor | None  # [g] int64 indices among the decode rows; None = all, in order
+    kv_idx: torch.Tensor  # [g * max_len] int64 slots, padding -> slot 0
+    max_len: int
+    mask: torch.Tensor | None  # [g, 1, 1, max_len] bool (True = attend); None = no padding
+
+
+# The fixed cost of one more decode group (gathers + an SDPA call per layer), in padded key rows:
+# measured on CPU, one call costs about as much as gathering and attending ~500-1000 key rows.
+GROUP_COST_KEYS = 640
+MAX_GROUP_CANDIDATES = 32  # plan over at most this many boundaries (the DP is quadratic in them)
+
+
+def plan_groups(lens: list[int], cost: int = GROUP_COST_KEYS) -> list[list[int]]:
+    """Partition rows (by index) into groups minimising sum(group_size * group_max_len + cost).
+
+    Optimal groups are runs of the rows sorted by length (a row never belongs with longer rows than
+    a shorter row does), so a DP over the sorted order finds them; boundaries are restricted to every
+    ceil(n / MAX_GROUP_CANDIDATES)-th row to bound the Python work per step."""
+    n = len(lens)
+    order = sorted(range(n), key=lambda i: -lens[i])  # longest first
+    step = -(-n // MAX_GROUP_CANDIDATES)
+    cuts = list(range(0, n, step)) + [n]  # candidate boundaries in `order`
+    best = [0] + [0] * (len(cuts) - 1)
+    back = [0] * len(cuts)
+    for j in range(1, len(cuts)):
+        best[j], back[j] = min(
+            (best[i] + cost + (cuts[j] - cuts[i]) * lens[order[cuts[i]]], i) for i in range(j)
+        )
+    groups: list[list[int]] = []
+    j = len(cuts) - 1
+    while j > 0:
+        i = back[j]
+        groups.append(order[cuts[i] : cuts[j]])
+        j = i
+    return groups[::-1]
+
+
+@dataclass
 class AttentionMetadata:
     """Everything attention needs that is the same for every layer; built once per forward."""
 
@@ -54,10 +98,10 @@ class AttentionMetadata:
     # decode group (rows with extend_len == 1)
     num_decode: int = 0
     decode_q_idx: torch.Tensor | None = None  # [num_decode] int64 packed token index; None = identity
-    decode_kv_idx: torch.Tensor | None = None  # [num_decode * max_len] int64 slots, padding -> slot 0
     decode_max_len: int = 0
-    decode_mask: torch.Tensor | None = None  # [num_decode, 1, 1, max_len] bool; None = no padding
-    # set instead of decode_kv_idx/decode_mask when the decode rows share a long prefix
+    decode_groups: list[DecodeGroup] = field(default_factory=list)
+    decode_unsort: torch.Tensor | None = None  # [num_decode]: cat(group outputs)[unsort] = row order
+    # set instead of decode_groups when the decode rows share a long prefix
     cascade: CascadeMeta | None = None
     # extend group (rows with extend_len > 1), in batch order
     extend_rows: list[ExtendRow] = field(default_factory=list)
@@ -118,11 +162,31 @@ def build_metadata(
         if cascade:
             meta.cascade = _cascade.find_cascade(idx, valid, min_len, _cascade.CASCADE_MIN_PREFIX)
         if meta.cascade is None:
-            meta.decode_kv_idx = idx.reshape(-1)
-            meta.decode_mask = None if valid is None else valid[:, None, None, :]
+            _group_decode_rows(meta, idx, valid, dec_lens)
         if dec_q != list(range(n)) or n != num_tokens:
             meta.decode_q_idx = torch.tensor(dec_q, dtype=torch.int64, device=device)
     return meta
+
+
+def _group_decode_rows(meta: AttentionMetadata, idx: torch.Tensor, valid: torch.Tensor | None, lens: list[int]) -> None:
+    """idx `[n, max_len]` decode slots (padding -> 0), valid `[n, max_len]` or None: fill decode_groups."""
+    n, max_len = idx.shape
+    groups = [list(range(n))] if valid is None else plan_groups(lens)
+    if len(groups) == 1:
+        mask = None if valid is None else valid[:, None, None, :]
+        meta.decode_groups = [DecodeGroup(None, idx.reshape(-1), max_len, mask)]
+        return
+    device = idx.device
+    for rows in groups:
+        g_len = lens[rows[0]]  # rows come longest first
+        g_rows = torch.tensor(rows, dtype=torch.int64, device=device)
+        g_idx = idx.index_select(0, g_rows)[:, :g_len]
+        mask = None
+        if lens[rows[-1]] != g_len:
+            mask = valid.index_select(0, g_rows)[:, None, None, :g_len].contiguous()  # type: ignore[union-attr]
+        meta.decode_groups.append(DecodeGroup(g_rows, g_idx.reshape(-1), g_len, mask))
+    order = torch.cat([g.rows for g in meta.decode_groups if g.rows is not None])
+    meta.decode_unsort = torch.argsort(order)
 
 
 def attention(
@@ -159,17 +223,20 @@ def _decode(
     if meta.cascade is not None:
         return cascade_decode(q, k_buffer, v_buffer, meta.cascade, scale)
     n, num_heads, head_dim = q.shape
-    s = meta.decode_max_len
     num_kv = k_buffer.shape[1]
-    assert meta.decode_kv_idx is not None
-    # [n*S, Hkv, D] -> [n, Hkv, S, D] (a strided view; SDPA accepts it)
-    kk = k_buffer.index_select(0, meta.decode_kv_idx).view(n, s, num_kv, head_dim).transpose(1, 2)
-    vv = v_buffer.index_select(0, meta.decode_kv_idx).view(n, s, num_kv, head_dim).transpose(1, 2)
     # GQA without expanding K/V: query head h uses kv head h // G (transformers' repeat_kv order), so
     # the G query heads of one kv head become a "query length" of G; the key-padding mask does not
     # depend on the query, so this is exact (and measured ~15% faster than enable_gqa on CPU).
     qg = q.view(n, num_kv, num_heads // num_kv, head_dim)
-    o = F.scaled_dot_product_attention(qg, kk, vv, attn_mask=meta.decode_mask, scale=scale)  # [n, Hkv, G, D]
+    outs = []
+    for grp in meta.decode_groups:
+        qq = qg if grp.rows is None else qg.index_select(0, grp.rows)
+        m, s = qq.shape[0], grp.max_len
+        # [m*S, Hkv, D] -> [m, Hkv, S, D] (a strided view; SDPA accepts it)
+        kk = k_buffer.index_select(0, grp.kv_idx).view(m, s, num_kv, head_dim).transpose(1, 2)
+        vv = v_buffer.index_select(0, grp.kv_idx).view(m, s, num_kv, head_dim).transpose(1, 2)
+        outs.append(F.scaled_dot_product_attention(qq, kk, vv, attn_mask=grp.mask, scale=scale))  # [m, Hkv, G, D]
+    o = outs[0] if meta.decode_unsort is None else torch.cat(outs).index_select(0, meta.decode_unsort)
     return o.reshape(n, num_heads, head_dim)
 
 

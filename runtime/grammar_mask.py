@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from arborlm.kernels.bitmask import allocate_token_bitmask, apply_token_bitmask
+from arborlm.kernels.reduce import argmax_rows
 from arborlm.runtime.sampler import Sampler, SampleResult
 from arborlm.runtime.types import Req
 
@@ -57,4 +58,4 @@ class GrammarSampler:
         mask = mask.to(logits.device, non_blocking=True)
         x = logits[:, : self.vocab_size].to(torch.float32, copy=True)
         apply_token_bitmask(x, mask, self.vocab_size)
-        return x.argmax(dim=-1).tolist()
+        return argmax_rows(x).tolist()

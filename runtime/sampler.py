@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from arborlm.kernels.bitmask import apply_token_bitmask
+from arborlm.kernels.reduce import argmax_rows
 
 from .types import Req
 
@@ -46,6 +47,13 @@ class SampleResult:
     top_logprobs: list[list[tuple[int, float]] | None]
 
 
+def _edits_logits(req: Req) -> bool:
+    """Whether a penalty or min_new_tokens changes this row's logits this step."""
+    p = req.params
+    return (p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 or p.repetition_penalty != 1.0
+            or len(req.output_ids) < p.min_new_tokens)
+
+
 class Sampler:
     def __init__(self, vocab_size: int, eos_token_ids: Iterable[int], device: torch.device | str = "cpu"):
         self.vocab_size = vocab_size
@@ -64,22 +72,26 @@ class Sampler:
             raise ValueError(f"logits {tuple(logits.shape)} do not fit {b} requests x vocab {self.vocab_size}")
         v = self.vocab_size
         raw = logits[:, :v]  # [B, V] view of the model's logits (for logprobs)
-        x = raw.to(torch.float32, copy=True)  # [B, V] working copy, masked/penalised in place
+        use_mask = bitmask is not None and (bitmask_rows is None or len(bitmask_rows) > 0)
+        edits = use_mask or any(_edits_logits(r) for r in reqs)
+        # [B, V] working copy, masked/penalised in place; a plain view when nothing edits it
+        x = raw.to(torch.float32, copy=edits)
 
-        self._apply_penalties(x, reqs)
-        if bitmask is not None and (bitmask_rows is None or len(bitmask_rows) > 0):
-            apply_token_bitmask(x, bitmask, v, bitmask_rows)
-        self._apply_min_new_tokens(x, reqs)
+        if edits:
+            self._apply_penalties(x, reqs)
+            if use_mask:
+                apply_token_bitmask(x, bitmask, v, bitmask_rows)
+            self._apply_min_new_tokens(x, reqs)
 
         next_ids = torch.empty(b, dtype=torch.long, device=x.device)
         greedy = [i for i, r in enumerate(reqs) if r.params.is_greedy]
         sampled = [i for i, r in enumerate(reqs) if not r.params.is_greedy]
         if len(greedy) == b:
-            next_ids = x.argmax(dim=-1)
+            next_ids = argmax_rows(x)
         else:
             if greedy:
                 g = torch.tensor(greedy, device=x.device)
-                next_ids[g] = x[g].argmax(dim=-1)
+                next_ids[g] = argmax_rows(x[g])
             s = torch.tensor(sampled, device=x.device)
             xs = x if len(sampled) == b else x[s]  # [S, V]
             probs = self._filtered_probs(xs, [reqs[i].params for i in sampled])
@@ -210,7 +222,7 @@ class Sampler:
             noise[k].exponential_(generator=gen)
         # Exp(1) can round to 0: clamp so a zero-probability token never wins by 0/0 or p/0.
         noise.clamp_(min=torch.finfo(noise.dtype).tiny)
-        return (probs / noise).argmax(dim=-1)
+        return argmax_rows(probs / noise)
 
     def _logprobs(self, raw: torch.Tensor, rows: list[int], next_ids: torch.Tensor, reqs: list[Req],
                   logprobs: list[float | None], top: list[list[tuple[int, float]] | None]) -> None:

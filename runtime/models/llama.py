@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from arborlm.kernels.attention import AttentionMetadata, attention
+from arborlm.kernels.reduce import topk_rows
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
@@ -270,6 +271,6 @@ class LlamaModel:
             return self.lm_head(F.rms_norm(h, hidden, self.norm, eps)).float()
         hn = F.rms_norm(h.float(), hidden, self.final_norm_fp32, eps)  # [n, hidden] fp32
         logits = self.lm_head(hn.to(self.dtype)).float()  # [n, vocab]
-        top = logits.topk(REFINE_TOP, dim=-1).indices  # [n, k]
+        top = topk_rows(logits, REFINE_TOP)[1]  # [n, k]
         w = self.head_weight.index_select(0, top.reshape(-1)).view(*top.shape, -1).float()  # [n, k, hidden]
         return logits.scatter_(1, top, torch.einsum("nd,nkd->nk", hn, w))

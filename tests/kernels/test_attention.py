@@ -86,9 +86,49 @@ def test_pure_decode(n):
     assert meta.all_decode and meta.decode_q_idx is None
 
 
+def test_decode_rows_of_very_different_lengths_are_grouped():
+    """Long and short rows attend in separate padded groups; the output keeps the batch order."""
+    prefix_lens = [4, 700, 6, 650, 2, 9, 300, 5, 310]
+    meta = run_case([1] * len(prefix_lens), prefix_lens, 9, 3, seed=11)
+    assert len(meta.decode_groups) > 1 and meta.decode_unsort is not None
+    grouped = sorted(sorted(g.rows.tolist()) for g in meta.decode_groups if g.rows is not None)
+    assert sorted(i for g in grouped for i in g) == list(range(len(prefix_lens)))
+    # the short rows never pay for the 701-token row
+    short = next(g for g in meta.decode_groups if g.rows is not None and 0 in g.rows.tolist())
+    assert short.max_len < 20
+
+
+def _group_cost(lens, groups, cost):
+    return sum(cost + len(g) * max(lens[i] for i in g) for g in groups)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plan_groups_is_an_optimal_partition(seed):
+    """Against brute force over all contiguous partitions of the sorted rows (small n)."""
+    import itertools
+
+    from arborlm.kernels.attention import plan_groups
+
+    g = torch.Generator().manual_seed(seed)
+    n = 9
+    lens = torch.randint(1, 400, (n,), generator=g).tolist()
+    cost = [0, 100, 640, 10_000][seed % 4]
+    groups = plan_groups(lens, cost)
+    assert sorted(i for grp in groups for i in grp) == list(range(n))
+    order = sorted(range(n), key=lambda i: -lens[i])
+    best = min(
+        _group_cost(lens, [order[a:b] for a, b in itertools.pairwise((0, *cuts, n))], cost)
+        for k in range(n)
+        for cuts in itertools.combinations(range(1, n), k)
+    )
+    assert _group_cost(lens, groups, cost) == best
+    if cost == 10_000:
+        assert len(groups) == 1
+
+
 def test_decode_equal_lengths_has_no_mask():
     meta = run_case([1] * 5, [20] * 5, 8, 2)
-    assert meta.decode_mask is None
+    assert len(meta.decode_groups) == 1 and meta.decode_groups[0].mask is None
 
 
 @pytest.mark.parametrize("pre", [0, 1, 64])
@@ -194,7 +234,7 @@ def test_cascade_shared_prefix(n, num_heads, num_kv, flash_mode):
         assert meta.cascade is None
     else:
         assert meta.cascade is not None and meta.cascade.prefix_len == 150
-        assert meta.cascade.suffix_len == max(own) and meta.decode_kv_idx is None
+        assert meta.cascade.suffix_len == max(own) and not meta.decode_groups
 
 
 @pytest.mark.parametrize("shared", [CASCADE_MIN_PREFIX - 1, CASCADE_MIN_PREFIX, CASCADE_MIN_PREFIX + 1])
@@ -230,7 +270,7 @@ def test_cascade_partial_sharing_uses_common_part():
 @pytest.mark.parametrize("num_heads,num_kv", GQA)
 def test_cascade_fallback_when_a_row_shares_nothing(num_heads, num_kv):
     meta = decode_case(shared_contexts(150, [4, 8, 1], seed=6, loners=2), num_heads, num_kv, seed=6)
-    assert meta.cascade is None and meta.decode_kv_idx is not None
+    assert meta.cascade is None and meta.decode_groups
 
 
 def test_cascade_short_row_below_threshold_falls_back():
