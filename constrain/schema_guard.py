@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from outlines_core.json_schema import build_regex_from_schema
@@ -47,28 +49,57 @@ def limit_address_space(extra_bytes: int, hard: bool = True) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, vm + extra_bytes if hard else resource.RLIM_INFINITY))
 
 
-def guarded_build_regex(schema_json: str, ws: str, extra_bytes: int = 3 << 30) -> str:
-    """build_regex_from_schema in a forked child with a memory cap: outlines-core *aborts the
-    process* when an allocation fails (e.g. a few hundred optional properties), which must not take
-    the server down. Returns the regex or raises UnsupportedSchema."""
+def run_in_child(work: Callable[[], bytes], extra_bytes: int, hard: bool = True,
+                 timeout_s: float | None = None, setup: Callable[[], None] | None = None) -> tuple[bytes, int]:
+    """Run `work` in a forked child (after `setup`, with its address space capped at +extra_bytes
+    when > 0) and return (the bytes it produced, its wait status). Past `timeout_s` the child is
+    killed and TimeoutError raised. A child that raises exits 1 with nothing written."""
+    import select
+    import signal
 
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: only Rust work and a pipe write, then _exit
+    if pid == 0:  # child: the work and a pipe write, then _exit
         try:
             os.close(r)
-            limit_address_space(extra_bytes)
-            out = build_regex_from_schema(schema_json, ws)
-            data = (out if len(out) <= MAX_REGEX_CHARS else "\x00TOO_LARGE").encode()
+            if setup is not None:
+                setup()
+            if extra_bytes > 0:
+                limit_address_space(extra_bytes, hard)
+            data = work()
             with os.fdopen(w, "wb") as f:
                 f.write(data)
             os._exit(0)
         except BaseException:  # noqa: BLE001
             os._exit(1)
     os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
+    chunks: list[bytes] = []
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with os.fdopen(r, "rb", buffering=0) as f:
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and (left <= 0 or not select.select([f], [], [], left)[0]):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise TimeoutError(f"child still running after {timeout_s} s")
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
+    return b"".join(chunks), status
+
+
+def guarded_build_regex(schema_json: str, ws: str, extra_bytes: int = 3 << 30) -> str:
+    """build_regex_from_schema in a forked child with a memory cap: outlines-core *aborts the
+    process* when an allocation fails (e.g. a few hundred optional properties), which must not take
+    the server down. Returns the regex or raises UnsupportedSchema."""
+
+    def work() -> bytes:
+        out = build_regex_from_schema(schema_json, ws)
+        return (out if len(out) <= MAX_REGEX_CHARS else "\x00TOO_LARGE").encode()
+
+    data, status = run_in_child(work, extra_bytes)
     if status != 0 or not data:
         raise UnsupportedSchema("schema too large: building its regex exceeded the memory limit")
     out = data.decode()

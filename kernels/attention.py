@@ -103,7 +103,6 @@ class AttentionMetadata:
     # decode group (rows with extend_len == 1)
     num_decode: int = 0
     decode_q_idx: torch.Tensor | None = None  # [num_decode] int64 packed token index; None = identity
-    decode_max_len: int = 0
     decode_groups: list[DecodeGroup] = field(default_factory=list)
     decode_unsort: torch.Tensor | None = None  # [num_decode]: cat(group outputs)[unsort] = row order
     # set instead of decode_groups when the decode rows share a long prefix
@@ -163,7 +162,6 @@ def build_metadata(
             valid = torch.arange(max_len, device=device)[None, :] < lens[:, None]  # [n, max_len]
             idx.masked_fill_(~valid, 0)  # stale table cells -> padding slot 0 (always a valid index)
         meta.num_decode = n
-        meta.decode_max_len = max_len
         if cascade:
             meta.cascade = _cascade.find_cascade(idx, valid, min_len, _cascade.CASCADE_MIN_PREFIX)
         if meta.cascade is None:

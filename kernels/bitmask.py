@@ -66,6 +66,13 @@ def pack_allowed(allowed: torch.Tensor) -> torch.Tensor:
 _BYTE_BITS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
+def _bits_as(bits: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool bits as themselves (dtype=bool) or as the additive mask 0.0 (set) / -inf (clear)."""
+    if dtype == torch.bool:
+        return bits
+    return torch.zeros(bits.shape, dtype=dtype, device=bits.device).masked_fill_(~bits, float("-inf"))
+
+
 def _byte_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """[256, 8] per byte value b and bit i: bool "bit set" (dtype=bool), or for a float dtype the
     additive mask 0.0 (bit set: allowed) / -inf (clear). One table per (device, dtype)."""
@@ -73,10 +80,7 @@ def _byte_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     if table is None:
         b = torch.arange(256, dtype=torch.int32, device=device)
         bits = ((b[:, None] >> torch.arange(8, dtype=torch.int32, device=device)) & 1).bool()
-        if dtype == torch.bool:
-            table = bits
-        else:
-            table = torch.zeros(256, 8, dtype=dtype, device=device).masked_fill_(~bits, float("-inf"))
+        table = _bits_as(bits, dtype)
         _BYTE_BITS[(device, dtype)] = table
     return table
 
@@ -92,10 +96,7 @@ def _expand_bytes(bitmask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if sys.byteorder != "little":
         shifts = torch.arange(BITS_PER_WORD, device=bitmask.device, dtype=torch.int32)
         # Arithmetic right shift of negative words is fine: we only keep bit 0 after the shift.
-        bits = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().view(r, w * BITS_PER_WORD)
-        if dtype == torch.bool:
-            return bits
-        return torch.zeros(bits.shape, dtype=dtype, device=bits.device).masked_fill_(~bits, float("-inf"))
+        return _bits_as(((bitmask.unsqueeze(-1) >> shifts) & 1).bool().view(r, w * BITS_PER_WORD), dtype)
     byte_ids = bitmask.contiguous().view(torch.uint8).reshape(-1).to(torch.int64)  # [R * 4W]
     return _byte_table(bitmask.device, dtype).index_select(0, byte_ids).view(r, w * BITS_PER_WORD)
 

@@ -9,7 +9,7 @@ import torch
 
 from arborlm.kernels.bitmask import allocate_token_bitmask, apply_token_bitmask
 from arborlm.kernels.reduce import argmax_rows
-from arborlm.runtime.sampler import Sampler, SampleResult
+from arborlm.runtime.sampler import Sampler, SampleResult, edits_logits
 from arborlm.runtime.types import Req
 
 
@@ -38,10 +38,7 @@ class GrammarSampler:
     def can_verify_batched(req: Req) -> bool:
         """Every draft position can be sampled at once when nothing depends on the tokens before
         it but the grammar state: greedy, no penalties, no logprobs, min_new_tokens already met."""
-        p = req.params
-        return (p.is_greedy and not p.return_logprob and p.frequency_penalty == 0.0
-                and p.presence_penalty == 0.0 and p.repetition_penalty == 1.0
-                and p.min_new_tokens <= len(req.output_ids))
+        return req.params.is_greedy and not req.params.return_logprob and not edits_logits(req)
 
     def verify_greedy(self, logits: torch.Tensor, req: Req, draft: list[int]) -> list[int]:
         """Constrained greedy token at each of the k + 1 positions of a draft (logits `[k + 1, V]`:

@@ -47,7 +47,7 @@ class SampleResult:
     top_logprobs: list[list[tuple[int, float]] | None]
 
 
-def _edits_logits(req: Req) -> bool:
+def edits_logits(req: Req) -> bool:
     """Whether a penalty or min_new_tokens changes this row's logits this step."""
     p = req.params
     return (p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 or p.repetition_penalty != 1.0
@@ -73,7 +73,7 @@ class Sampler:
         v = self.vocab_size
         raw = logits[:, :v]  # [B, V] view of the model's logits (for logprobs)
         use_mask = bitmask is not None and (bitmask_rows is None or len(bitmask_rows) > 0)
-        edits = use_mask or any(_edits_logits(r) for r in reqs)
+        edits = use_mask or any(edits_logits(r) for r in reqs)
         # [B, V] working copy, masked/penalised in place; a plain view when nothing edits it
         x = raw.to(torch.float32, copy=edits)
 

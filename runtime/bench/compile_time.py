@@ -119,45 +119,18 @@ def _compile_one(tok: Any, schema: Any) -> dict[str, Any]:
 
 
 def _run_child(tok: Any, schema: Any, cap_s: float, mem_extra_bytes: int) -> dict[str, Any]:
-    """Fork a child that compiles `schema`; kill it at `cap_s`. Called in the worker process."""
-    import select
-    import signal
+    """Fork a child that compiles `schema`; kill it at `cap_s`. Called in the worker process.
+    The memory cap is a soft limit only: the schema guard's own forked child lowers it further."""
+    from arborlm.constrain.schema_guard import run_in_child
 
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: compile, write one JSON line, _exit
-        try:
-            os.close(r)
-            _die_with_parent()
-            if mem_extra_bytes > 0:
-                from arborlm.constrain.schema_guard import limit_address_space
-
-                # soft limit only: the schema guard's own forked child lowers it further
-                limit_address_space(mem_extra_bytes, hard=False)
-            data = json.dumps(_compile_one(tok, schema)).encode()
-            with os.fdopen(w, "wb") as f:
-                f.write(data)
-            os._exit(0)
-        except BaseException:  # noqa: BLE001
-            os._exit(1)
-    os.close(w)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + cap_s
-    with os.fdopen(r, "rb", buffering=0) as f:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([f], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return {"status": "capped"}
-            chunk = f.read(1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not chunks:
+    try:
+        data, status = run_in_child(lambda: json.dumps(_compile_one(tok, schema)).encode(), mem_extra_bytes,
+                                    hard=False, timeout_s=cap_s, setup=_die_with_parent)
+    except TimeoutError:
+        return {"status": "capped"}
+    if status != 0 or not data:
         return {"status": "crashed", "reason": f"compile child died (wait status {status})"}
-    return json.loads(b"".join(chunks))
+    return json.loads(data)
 
 
 def _worker(conn: Any, model: str, mem_extra_bytes: int) -> None:
