@@ -25,6 +25,11 @@ unchanged (only the new token copied per step). The gather costs ~40% of decode 
 leaves the rows hot in cache for SDPA; reading the mirror from memory cost about what the gather
 saved, and end to end (32 independent prompts, bf16, 2 cores) it was no faster.
 
+Native decode (`kernels/cpu_decode.py`, CPU, fp32/bf16): when the runner passes the built library,
+decode rows skip the gather and the grouping: the C++ kernel reads each row's keys in place through
+the table (`NativeDecode`), which is what memory-bound decode attention needs. `_decode` above is
+then its reference, and tests compare the two.
+
 Cascade attention (`kernels/cascade.py`): when >= 2 decode rows share their first P >=
 `CASCADE_MIN_PREFIX` KV slots (same slots, e.g. a few-shot prefix from the radix cache),
 `build_metadata` records a `CascadeMeta` instead of the padded full gather: the shared slots `[P]`
@@ -35,12 +40,14 @@ log-sum-exp. Exact up to float rounding; `build_metadata(..., cascade=False)` ke
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from arborlm.kernels import cascade as _cascade
+from arborlm.kernels import cpu_decode
 from arborlm.kernels.cascade import CascadeMeta, cascade_decode
 
 
@@ -61,6 +68,17 @@ class DecodeGroup:
     kv_idx: torch.Tensor  # [g * max_len] int64 slots, padding -> slot 0
     max_len: int
     mask: torch.Tensor | None  # [g, 1, 1, max_len] bool (True = attend); None = no padding
+
+
+@dataclass
+class NativeDecode:
+    """Decode rows for the native CPU kernel (`cpu_decode.cpp`): keys read in place, no gather."""
+
+    lib: ctypes.CDLL
+    table: torch.Tensor  # ReqToToken `[max_running, max_context]` int32
+    rows: torch.Tensor  # [num_decode] int64 table rows
+    lens: torch.Tensor  # [num_decode] int64 keys per row
+    max_len: int
 
 
 # The fixed cost of one more decode group (gathers + an SDPA call per layer), in padded key rows:
@@ -105,6 +123,8 @@ class AttentionMetadata:
     decode_q_idx: torch.Tensor | None = None  # [num_decode] int64 packed token index; None = identity
     decode_groups: list[DecodeGroup] = field(default_factory=list)
     decode_unsort: torch.Tensor | None = None  # [num_decode]: cat(group outputs)[unsort] = row order
+    # set instead of decode_groups when the native CPU kernel is in use
+    native: NativeDecode | None = None
     # set instead of decode_groups when the decode rows share a long prefix
     cascade: CascadeMeta | None = None
     # extend group (rows with extend_len > 1), in batch order
@@ -122,10 +142,12 @@ def build_metadata(
     extend_lens: list[int],
     out_slots: torch.Tensor,
     cascade: bool = True,
+    native: ctypes.CDLL | None = None,
 ) -> AttentionMetadata:
     """req_to_token `[max_running, max_context]` int32 (already holding every row's slots for all
     `prefix_len + extend_len` tokens); per-row lists; out_slots `[num_tokens]` int64.
-    cascade=False never builds a cascade (plain decode path; for comparisons)."""
+    cascade=False never builds a cascade (plain decode path; for comparisons). native: the loaded
+    `cpu_decode` library, used for decode rows that no cascade covers (None: the torch path)."""
     device = req_to_token.device
     num_tokens = int(out_slots.shape[0])
     meta = AttentionMetadata(num_tokens=num_tokens, out_slots=out_slots)
@@ -154,6 +176,13 @@ def build_metadata(
         n = len(dec_rows)
         max_len = max(dec_lens)
         rows = torch.tensor(dec_rows, dtype=torch.int64, device=device)
+        if dec_q != list(range(n)) or n != num_tokens:
+            meta.decode_q_idx = torch.tensor(dec_q, dtype=torch.int64, device=device)
+        meta.num_decode = n
+        if native is not None and not cascade:
+            lens_t = torch.tensor(dec_lens, dtype=torch.int64, device=device)
+            meta.native = NativeDecode(native, req_to_token, rows, lens_t, max_len)
+            return meta
         min_len = min(dec_lens)
         idx = req_to_token[:, :max_len].index_select(0, rows).to(torch.int64)  # [n, max_len]
         valid = None
@@ -161,13 +190,13 @@ def build_metadata(
             lens = torch.tensor(dec_lens, dtype=torch.int64, device=device)
             valid = torch.arange(max_len, device=device)[None, :] < lens[:, None]  # [n, max_len]
             idx.masked_fill_(~valid, 0)  # stale table cells -> padding slot 0 (always a valid index)
-        meta.num_decode = n
         if cascade:
             meta.cascade = _cascade.find_cascade(idx, valid, min_len, _cascade.CASCADE_MIN_PREFIX)
-        if meta.cascade is None:
+        if meta.cascade is None and native is not None:
+            lens_t = torch.tensor(dec_lens, dtype=torch.int64, device=device)
+            meta.native = NativeDecode(native, req_to_token, rows, lens_t, max_len)
+        elif meta.cascade is None:
             _group_decode_rows(meta, idx, valid, dec_lens)
-        if dec_q != list(range(n)) or n != num_tokens:
-            meta.decode_q_idx = torch.tensor(dec_q, dtype=torch.int64, device=device)
     return meta
 
 
@@ -225,6 +254,9 @@ def _decode(
     """q `[n, H, D]` (one query per row) -> `[n, H, D]`."""
     if meta.cascade is not None:
         return cascade_decode(q, k_buffer, v_buffer, meta.cascade, scale)
+    if meta.native is not None:
+        nd = meta.native
+        return cpu_decode.decode_attention(nd.lib, q, k_buffer, v_buffer, nd.table, nd.rows, nd.lens, nd.max_len, scale)
     n, num_heads, head_dim = q.shape
     num_kv = k_buffer.shape[1]
     # GQA without expanding K/V: query head h uses kv head h // G (transformers' repeat_kv order), so

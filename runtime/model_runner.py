@@ -22,14 +22,20 @@ appended twice. The sampler owns output logprobs.
 
 from __future__ import annotations
 
+import ctypes
+import logging
+
 import torch
 
+from arborlm.kernels import cpu_decode
 from arborlm.kernels.attention import build_metadata
 from arborlm.runtime.config import EngineConfig
 from arborlm.runtime.kv_pool import KVPool, ReqToToken
 from arborlm.runtime.model_loader import LoadedModel
 from arborlm.runtime.models.llama import LlamaArgs, LlamaModel
 from arborlm.runtime.types import Batch, ForwardMode, Req
+
+logger = logging.getLogger(__name__)
 
 
 class ModelRunner:
@@ -52,6 +58,7 @@ class ModelRunner:
         self.max_running_requests = config.max_running_requests
         self.kv_pool = KVPool(args.num_layers, self.num_slots, args.num_kv_heads, args.head_dim, self.dtype, self.device)
         self.req_to_token = ReqToToken(config.max_running_requests, max_ctx, self.device)
+        self.native_decode = _native_decode(config, self.device, self.dtype)
 
     @torch.inference_mode()
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -107,7 +114,9 @@ class ModelRunner:
 
         dev = self.device
         out_slots_t = torch.tensor(out_slots, dtype=torch.int64, device=dev)
-        meta = build_metadata(self.req_to_token.table, *_attention_rows(rows, prefix_lens, batch), out_slots_t)
+        meta = build_metadata(
+            self.req_to_token.table, *_attention_rows(rows, prefix_lens, batch), out_slots_t, native=self.native_decode
+        )
         logits = self.model.forward(
             torch.tensor(ids, dtype=torch.int64, device=dev),
             torch.tensor(positions, dtype=torch.int64, device=dev),
@@ -120,6 +129,22 @@ class ModelRunner:
         if lp_jobs:
             _fill_prompt_logprobs(logits[n_out:], lp_jobs)
         return logits[:n_out]
+
+
+def _native_decode(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> ctypes.CDLL | None:
+    """The native decode kernel per `config.attention_backend`; "native" raises when it cannot run."""
+    if config.attention_backend == "torch":
+        return None
+    if not cpu_decode.supports(device, dtype):
+        if config.attention_backend == "native":
+            raise ValueError(f"attention_backend='native' runs on CPU in {list(cpu_decode.KIND)}, not {device} / {dtype}")
+        return None
+    lib = cpu_decode.load(config.cache_dir)
+    if lib is None:
+        if config.attention_backend == "native":
+            raise RuntimeError(f"attention_backend='native' is unavailable: {cpu_decode.load_error()}")
+        logger.warning("native decode attention unavailable, using the torch path: %s", cpu_decode.load_error())
+    return lib
 
 
 # A draft row (jump-forward verification) of at most this many tokens attends as that many decode

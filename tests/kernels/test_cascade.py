@@ -56,7 +56,12 @@ def shared_prefix_decode(runner: ModelRunner, prefix: int, own: list[int], seed:
 
 def make_runner(path: str, dtype: str) -> ModelRunner:
     cfg = EngineConfig(
-        model=path, dtype=dtype, max_total_tokens=4096, max_running_requests=16, max_context_len=512
+        model=path,
+        dtype=dtype,
+        max_total_tokens=4096,
+        max_running_requests=16,
+        max_context_len=512,
+        attention_backend="torch",  # "off" is the padded torch path, the one cascade replaces
     )
     return ModelRunner(cfg, load_model(cfg))
 
