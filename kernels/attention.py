@@ -25,7 +25,7 @@ unchanged (only the new token copied per step). The gather costs ~40% of decode 
 leaves the rows hot in cache for SDPA; reading the mirror from memory cost about what the gather
 saved, and end to end (32 independent prompts, bf16, 2 cores) it was no faster.
 
-Native decode (`kernels/cpu_decode.py`, CPU, fp32/bf16): when the runner passes the built library,
+Native decode (`kernels/native_cpu.py`, CPU, fp32/bf16): when the runner passes the built library,
 decode rows skip the gather and the grouping: the C++ kernel reads each row's keys in place through
 the table (`NativeDecode`), which is what memory-bound decode attention needs. `_decode` above is
 then its reference, and tests compare the two.
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from arborlm.kernels import cascade as _cascade
-from arborlm.kernels import cpu_decode
+from arborlm.kernels import native_cpu
 from arborlm.kernels.cascade import CascadeMeta, cascade_decode
 
 
@@ -72,7 +72,7 @@ class DecodeGroup:
 
 @dataclass
 class NativeDecode:
-    """Decode rows for the native CPU kernel (`cpu_decode.cpp`): keys read in place, no gather."""
+    """Decode rows for the native CPU kernel (`native_cpu.cpp`): keys read in place, no gather."""
 
     lib: ctypes.CDLL
     table: torch.Tensor  # ReqToToken `[max_running, max_context]` int32
@@ -147,7 +147,7 @@ def build_metadata(
     """req_to_token `[max_running, max_context]` int32 (already holding every row's slots for all
     `prefix_len + extend_len` tokens); per-row lists; out_slots `[num_tokens]` int64.
     cascade=False never builds a cascade (plain decode path; for comparisons). native: the loaded
-    `cpu_decode` library, used for decode rows that no cascade covers (None: the torch path)."""
+    `native_cpu` library, used for decode rows that no cascade covers (None: the torch path)."""
     device = req_to_token.device
     num_tokens = int(out_slots.shape[0])
     meta = AttentionMetadata(num_tokens=num_tokens, out_slots=out_slots)
@@ -256,7 +256,7 @@ def _decode(
         return cascade_decode(q, k_buffer, v_buffer, meta.cascade, scale)
     if meta.native is not None:
         nd = meta.native
-        return cpu_decode.decode_attention(nd.lib, q, k_buffer, v_buffer, nd.table, nd.rows, nd.lens, nd.max_len, scale)
+        return native_cpu.decode_attention(nd.lib, q, k_buffer, v_buffer, nd.table, nd.rows, nd.lens, nd.max_len, scale)
     n, num_heads, head_dim = q.shape
     num_kv = k_buffer.shape[1]
     # GQA without expanding K/V: query head h uses kv head h // G (transformers' repeat_kv order), so

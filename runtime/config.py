@@ -7,9 +7,10 @@ import os
 from dataclasses import dataclass, field
 
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
-# Decode attention: "native" = the C++ CPU kernel (kernels/cpu_decode.cpp, built on first use),
-# "torch" = the pure-torch reference, "auto" = native where it builds and supports device and dtype.
-ATTENTION_BACKENDS = ("auto", "native", "torch")
+# CPU kernels for decode attention and the layer's elementwise glue: "native" = the C++ kernels
+# (kernels/native_cpu.cpp, built on first use), "torch" = the pure-torch references, "auto" = native
+# where it builds and supports the device and dtype.
+KERNEL_BACKENDS = ("auto", "native", "torch")
 
 
 def default_cache_dir() -> str:
@@ -35,7 +36,7 @@ class EngineConfig:
     jump_forward: bool = True
     grammar_compile_threads: int = 2
     json_whitespace: str | None = None  # None = compact
-    attention_backend: str = "auto"
+    kernel_backend: str = "auto"
     num_threads: int | None = None  # torch intra-op threads; None = leave torch's default
     cache_dir: str = field(default_factory=default_cache_dir)
     random_seed: int = 0
@@ -43,8 +44,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is not supported; choose one of {('auto',) + SUPPORTED_DTYPES}")
-        if self.attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"attention_backend={self.attention_backend!r} is not one of {ATTENTION_BACKENDS}")
+        if self.kernel_backend not in KERNEL_BACKENDS:
+            raise ValueError(f"kernel_backend={self.kernel_backend!r} is not one of {KERNEL_BACKENDS}")
         if self.max_total_tokens < 16:
             raise ValueError(f"max_total_tokens={self.max_total_tokens} is too small (need >= 16)")
         if self.max_running_requests < 1:

@@ -27,7 +27,7 @@ import logging
 
 import torch
 
-from arborlm.kernels import cpu_decode
+from arborlm.kernels import native_cpu
 from arborlm.kernels.attention import build_metadata
 from arborlm.runtime.config import EngineConfig
 from arborlm.runtime.kv_pool import KVPool, ReqToToken
@@ -52,13 +52,13 @@ class ModelRunner:
             # Within the window, sliding-window attention equals full attention: cap the context there.
             max_ctx = min(max_ctx, int(args.sliding_window))
         self.max_context_len: int = max_ctx
-        self.model = LlamaModel(loaded.hf_config, loaded.state_dict, max_ctx, self.device)
+        self.native = _native_kernels(config, self.device, self.dtype)  # None: the torch references
+        self.model = LlamaModel(loaded.hf_config, loaded.state_dict, max_ctx, self.device, native=self.native)
         self.vocab_size: int = self.model.vocab_size
         self.num_slots: int = config.max_total_tokens + 1  # slot 0 is padding
         self.max_running_requests = config.max_running_requests
         self.kv_pool = KVPool(args.num_layers, self.num_slots, args.num_kv_heads, args.head_dim, self.dtype, self.device)
         self.req_to_token = ReqToToken(config.max_running_requests, max_ctx, self.device)
-        self.native_decode = _native_decode(config, self.device, self.dtype)
 
     @torch.inference_mode()
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -115,7 +115,7 @@ class ModelRunner:
         dev = self.device
         out_slots_t = torch.tensor(out_slots, dtype=torch.int64, device=dev)
         meta = build_metadata(
-            self.req_to_token.table, *_attention_rows(rows, prefix_lens, batch), out_slots_t, native=self.native_decode
+            self.req_to_token.table, *_attention_rows(rows, prefix_lens, batch), out_slots_t, native=self.native
         )
         logits = self.model.forward(
             torch.tensor(ids, dtype=torch.int64, device=dev),
@@ -131,19 +131,19 @@ class ModelRunner:
         return logits[:n_out]
 
 
-def _native_decode(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> ctypes.CDLL | None:
-    """The native decode kernel per `config.attention_backend`; "native" raises when it cannot run."""
-    if config.attention_backend == "torch":
+def _native_kernels(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> ctypes.CDLL | None:
+    """The native CPU kernels per `config.kernel_backend`; "native" raises when they cannot run."""
+    if config.kernel_backend == "torch":
         return None
-    if not cpu_decode.supports(device, dtype):
-        if config.attention_backend == "native":
-            raise ValueError(f"attention_backend='native' runs on CPU in {list(cpu_decode.KIND)}, not {device} / {dtype}")
+    if not native_cpu.supports(device, dtype):
+        if config.kernel_backend == "native":
+            raise ValueError(f"kernel_backend='native' runs on CPU in {list(native_cpu.KIND)}, not {device} / {dtype}")
         return None
-    lib = cpu_decode.load(config.cache_dir)
+    lib = native_cpu.load(config.cache_dir)
     if lib is None:
-        if config.attention_backend == "native":
-            raise RuntimeError(f"attention_backend='native' is unavailable: {cpu_decode.load_error()}")
-        logger.warning("native decode attention unavailable, using the torch path: %s", cpu_decode.load_error())
+        if config.kernel_backend == "native":
+            raise RuntimeError(f"kernel_backend='native' is unavailable: {native_cpu.load_error()}")
+        logger.warning("native CPU kernels unavailable, using the torch references: %s", native_cpu.load_error())
     return lib
 
 

@@ -8,6 +8,7 @@ indexed by position and applied to q and k in one go. Attention goes only throug
 
 from __future__ import annotations
 
+import ctypes
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from arborlm.kernels import native_cpu
 from arborlm.kernels.attention import AttentionMetadata, attention
 from arborlm.kernels.reduce import topk_rows
 
@@ -151,6 +153,53 @@ class Linear:
         return F.linear(x, self.w, self.b)
 
 
+class TorchOps:
+    """The layer's elementwise glue as torch ops: the reference for `NativeOps`, and the path for
+    GPUs and dtypes the native kernels do not cover."""
+
+    def add_rms_norm(self, h: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, eps: float):
+        """-> (h + delta, rms_norm(h + delta) * w); h `[T, hidden]`."""
+        if delta is not None:
+            h = h + delta
+        return h, F.rms_norm(h, (h.shape[-1],), w, eps)
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """`[T, 2I]` (gate | up) -> `[T, I]`."""
+        inter = gate_up.shape[1] // 2
+        return F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+
+    def rope_tables(self, cos: torch.Tensor, sin_signed: torch.Tensor, positions: torch.Tensor) -> tuple:
+        """Per forward: tables `[P, D]` at positions `[T]` -> what `rope` needs, for every layer."""
+        return cos.index_select(0, positions).unsqueeze(1), sin_signed.index_select(0, positions).unsqueeze(1)
+
+    def rope(self, qk: torch.Tensor, tables: tuple) -> torch.Tensor:
+        """qk `[T, heads, D]` -> rotated `[T, heads, D]`: qk * cos + rotate_half(qk) * sin, where
+        rotate_half(x) = roll(x, D/2) with its sign folded into sin_signed."""
+        cos, sin = tables  # [T, 1, D] each
+        return qk * cos + torch.roll(qk, qk.shape[-1] // 2, -1) * sin
+
+
+class NativeOps(TorchOps):
+    """The same glue as one fused C++ pass each (`kernels/native_cpu.cpp`; rounding as the torch ops)."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+
+    def add_rms_norm(self, h: torch.Tensor, delta: torch.Tensor | None, w: torch.Tensor, eps: float):
+        x = native_cpu.add_rms_norm(self.lib, h, delta, w, eps)  # h += delta in place
+        return h, x
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        return native_cpu.silu_mul(self.lib, gate_up)
+
+    def rope_tables(self, cos: torch.Tensor, sin_signed: torch.Tensor, positions: torch.Tensor) -> tuple:
+        return cos, sin_signed, positions  # the kernel reads the full tables at the positions
+
+    def rope(self, qk: torch.Tensor, tables: tuple) -> torch.Tensor:
+        native_cpu.rope_(self.lib, qk, *tables)  # in place, on the qkv output
+        return qk
+
+
 @dataclass
 class LayerWeights:
     ln1: torch.Tensor  # [hidden]
@@ -169,9 +218,11 @@ class LlamaModel:
         max_context_len: int,
         device: torch.device | str = "cpu",
         prepack: bool | None = None,  # None: when can_prepack(dtype, device)
+        native: ctypes.CDLL | None = None,  # the built native_cpu library: fused glue ops (CPU only)
     ) -> None:
         self.args = a = LlamaArgs.from_hf(hf_config)
         self.device = torch.device(device)
+        self.ops: TorchOps = NativeOps(native) if native is not None else TorchOps()
         sd = state_dict
 
         def get(name: str) -> torch.Tensor:
@@ -247,24 +298,22 @@ class LlamaModel:
         t = input_ids.shape[0]
         nh, nkv, d = a.num_heads, a.num_kv_heads, a.head_dim
         q_end, k_end = nh * d, (nh + nkv) * d
-        half = d // 2
         eps = a.rms_norm_eps
         hidden = (a.hidden_size,)
-        inter = a.intermediate_size
-        cos = self.cos.index_select(0, positions).unsqueeze(1)  # [T, 1, D]
-        sin = self.sin_signed.index_select(0, positions).unsqueeze(1)
+        ops = self.ops
+        rope_tables = ops.rope_tables(self.cos, self.sin_signed, positions)
         h = F.embedding(input_ids, self.embed)  # [T, hidden]
+        delta: torch.Tensor | None = None  # the residual branch not yet added to h
         for li, w in enumerate(self.layers):
-            x = F.rms_norm(h, hidden, w.ln1, eps)
+            h, x = ops.add_rms_norm(h, delta, w.ln1, eps)
             qkv = w.qkv(x)  # [T, (H + 2Hkv) * D]
-            qk = qkv[:, :k_end].view(t, nh + nkv, d)
-            qk = qk * cos + torch.roll(qk, half, -1) * sin  # RoPE on q and k at once
+            qk = ops.rope(qkv[:, :k_end].view(t, nh + nkv, d), rope_tables)  # q and k at once
             v = qkv[:, k_end:].view(t, nkv, d)
             o = attention(qk[:, :nh], qk[:, nh:], v, k_buffers[li], v_buffers[li], meta, self.scale)
-            h = h + w.o(o.reshape(t, q_end))
-            x = F.rms_norm(h, hidden, w.ln2, eps)
-            gu = w.gate_up(x)  # [T, 2 * intermediate]
-            h = h + w.down(F.silu(gu[:, :inter]) * gu[:, inter:])
+            h, x = ops.add_rms_norm(h, w.o(o.reshape(t, q_end)), w.ln2, eps)
+            delta = w.down(ops.silu_mul(w.gate_up(x)))  # gate_up: [T, 2 * intermediate]
+        if delta is not None:
+            h = h + delta
         if logits_idx is not None:
             h = h.index_select(0, logits_idx)
         if not self.logits_refine:

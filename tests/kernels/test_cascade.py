@@ -61,7 +61,7 @@ def make_runner(path: str, dtype: str) -> ModelRunner:
         max_total_tokens=4096,
         max_running_requests=16,
         max_context_len=512,
-        attention_backend="torch",  # "off" is the padded torch path, the one cascade replaces
+        kernel_backend="torch",  # "off" is the padded torch path, the one cascade replaces
     )
     return ModelRunner(cfg, load_model(cfg))
 

@@ -1,21 +1,28 @@
-"""The native CPU decode kernel against references: a naive fp64 attention and the torch path."""
+"""The native CPU kernels (decode attention, fused layer glue) against references: naive fp64 attention, the torch path, and transformers-style torch ops."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from arborlm.kernels import cpu_decode
+from arborlm.kernels import native_cpu
 from arborlm.kernels.attention import attention, build_metadata
 from arborlm.runtime.config import EngineConfig
-from arborlm.runtime.model_runner import _native_decode
+from arborlm.runtime.model_runner import _native_kernels
+
+# "portable": the same source built for baseline x86-64 (no AVX-512), i.e. the code path a CPU
+# without AVX-512 runs: every test below runs on both builds.
+PORTABLE_FLAGS = [f for f in native_cpu.FLAGS if f != "-march=native"] + ["-march=x86-64-v2"]
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    lib = cpu_decode.load(str(tmp_path_factory.mktemp("kcache")))
-    assert lib is not None, f"the native kernel must build on the test machine: {cpu_decode.load_error()}"
-    return lib
+@pytest.fixture(scope="module", params=["native", "portable"])
+def lib(request, tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("kcache"))
+    if request.param == "native":
+        lib = native_cpu.load(cache)
+        assert lib is not None, f"the native kernel must build on the test machine: {native_cpu.load_error()}"
+        return lib
+    return native_cpu.open_library(native_cpu._build(cache, PORTABLE_FLAGS))
 
 
 def naive(q, kb, vb, table, rows, lens, scale):
@@ -72,7 +79,7 @@ def test_kernel_matches_naive(lib, dtype, case):
     scale = head_dim**-0.5
     rows_t = torch.tensor(rows, dtype=torch.int64)
     lens_t = torch.tensor(lens, dtype=torch.int64)
-    out = cpu_decode.decode_attention(lib, q, kb, vb, table, rows_t, lens_t, max(lens), scale)
+    out = native_cpu.decode_attention(lib, q, kb, vb, table, rows_t, lens_t, max(lens), scale)
     assert out.dtype == dtype and out.shape == q.shape
     ref = naive(q, kb, vb, table, rows, lens, scale)
     if dtype == torch.float32:
@@ -116,28 +123,95 @@ def test_kernel_rejects_bad_inputs(lib):
     table = torch.ones(2, 8, dtype=torch.int32)
     rows, lens = torch.tensor([0, 1]), torch.tensor([3, 4])
     with pytest.raises(ValueError, match="dtypes"):
-        cpu_decode.decode_attention(lib, q, kb, kb, table, rows, lens, 4, 0.125)
+        native_cpu.decode_attention(lib, q, kb, kb, table, rows, lens, 4, 0.125)
     with pytest.raises(ValueError, match="int32"):
-        cpu_decode.decode_attention(lib, q.float(), kb.float(), kb.float(), table.long(), rows, lens, 4, 0.125)
+        native_cpu.decode_attention(lib, q.float(), kb.float(), kb.float(), table.long(), rows, lens, 4, 0.125)
 
 
 def test_build_is_cached_and_failure_falls_back(tmp_path, monkeypatch):
-    built = cpu_decode._build(str(tmp_path))
+    built = native_cpu._build(str(tmp_path))
     mtime = built.stat().st_mtime_ns
-    assert cpu_decode._build(str(tmp_path)) == built and built.stat().st_mtime_ns == mtime  # no rebuild
+    assert native_cpu._build(str(tmp_path)) == built and built.stat().st_mtime_ns == mtime  # no rebuild
     # no compiler: load() reports why, "auto" keeps the torch path, "native" raises naming the reason
-    monkeypatch.setattr(cpu_decode, "_state", {})
+    monkeypatch.setattr(native_cpu, "_state", {})
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     cfg = EngineConfig(cache_dir=str(tmp_path / "empty"))
-    assert _native_decode(cfg, torch.device("cpu"), torch.float32) is None
-    assert "no-such-compiler-xyz" in (cpu_decode.load_error() or "")
+    assert _native_kernels(cfg, torch.device("cpu"), torch.float32) is None
+    assert "no-such-compiler-xyz" in (native_cpu.load_error() or "")
     with pytest.raises(RuntimeError, match="no-such-compiler-xyz"):
-        _native_decode(cfg.replace(attention_backend="native"), torch.device("cpu"), torch.float32)
+        _native_kernels(cfg.replace(kernel_backend="native"), torch.device("cpu"), torch.float32)
 
 
 def test_backend_config_errors():
-    with pytest.raises(ValueError, match="attention_backend"):
-        EngineConfig(attention_backend="flash")
+    with pytest.raises(ValueError, match="kernel_backend"):
+        EngineConfig(kernel_backend="flash")
     with pytest.raises(ValueError, match="float16"):
-        _native_decode(EngineConfig(attention_backend="native"), torch.device("cpu"), torch.float16)
-    assert _native_decode(EngineConfig(attention_backend="torch"), torch.device("cpu"), torch.float32) is None
+        _native_kernels(EngineConfig(kernel_backend="native"), torch.device("cpu"), torch.float16)
+    assert _native_kernels(EngineConfig(kernel_backend="torch"), torch.device("cpu"), torch.float32) is None
+
+
+# ---- elementwise glue: against transformers' Llama ops written out in torch (same roundings) ----
+
+
+def hf_rms_norm(h: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """transformers' LlamaRMSNorm."""
+    hf = h.float()
+    y = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)
+    return w * y.to(h.dtype)
+
+
+def assert_glue_close(out: torch.Tensor, ref: torch.Tensor) -> None:
+    """fp32: to float rounding. bf16: equal but for rare one-ulp flips (sum order, exp polynomial)."""
+    if out.dtype == torch.float32:
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=2e-6)
+        return
+    torch.testing.assert_close(out.float(), ref.float(), atol=1e-6, rtol=2**-7)
+    assert (out == ref).float().mean() > 0.99
+
+
+DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+
+
+@DTYPES
+@pytest.mark.parametrize("rows,n", [(1, 576), (33, 576), (3, 17), (40, 5), (2, 1000)])
+@pytest.mark.parametrize("with_delta", [True, False], ids=["add", "plain"])
+def test_add_rms_norm(lib, dtype, rows, n, with_delta):
+    gen = torch.Generator().manual_seed(rows * n)
+    h = (torch.randn(rows, n, generator=gen) * 3).to(dtype)
+    delta = torch.randn(rows, n, generator=gen).to(dtype) if with_delta else None
+    w = torch.randn(n, generator=gen).to(dtype)
+    h_ref = h + delta if with_delta else h.clone()
+    x = native_cpu.add_rms_norm(lib, h, delta, w, 1e-5)
+    assert torch.equal(h, h_ref)  # the residual add is one rounded op, done in place
+    assert_glue_close(x, hf_rms_norm(h_ref, w, 1e-5))
+
+
+@DTYPES
+@pytest.mark.parametrize("rows,inter", [(1, 1536), (32, 1536), (5, 7), (9, 40)])
+def test_silu_mul(lib, dtype, rows, inter):
+    gen = torch.Generator().manual_seed(inter)
+    gu = (torch.randn(rows, 2 * inter, generator=gen) * 4).to(dtype)
+    gu[0, :3] = torch.tensor([-100.0, 95.0, 0.0])  # exp over/underflow ends of the polynomial
+    y = native_cpu.silu_mul(lib, gu)
+    assert_glue_close(y, torch.nn.functional.silu(gu[:, :inter]) * gu[:, inter:])
+
+
+@DTYPES
+@pytest.mark.parametrize("heads,d", [(12, 64), (3, 128), (5, 48), (2, 8)])
+def test_rope_in_place(lib, dtype, heads, d):
+    from arborlm.runtime.models.llama import TorchOps
+
+    gen = torch.Generator().manual_seed(d)
+    rows, num_pos = 33, 300
+    wide = torch.randn(rows, heads * d + 20, generator=gen).to(dtype)  # q|k inside a wider qkv row
+    x = wide[:, : heads * d].view(rows, heads, d)
+    ang = torch.randn(num_pos, d // 2, generator=gen).repeat(1, 2)
+    sign = torch.cat([-torch.ones(d // 2), torch.ones(d // 2)])
+    cos, sin_signed = ang.cos().to(dtype), (ang.sin().to(dtype) * sign.to(dtype))
+    positions = torch.randint(0, num_pos, (rows,), generator=gen)
+    ops = TorchOps()
+    ref = ops.rope(x.clone(), ops.rope_tables(cos, sin_signed, positions))
+    untouched = wide[:, heads * d :].clone()
+    native_cpu.rope_(lib, x, cos, sin_signed, positions)
+    assert_glue_close(x, ref)
+    assert torch.equal(wide[:, heads * d :], untouched)  # the v part of the row is not written
