@@ -36,16 +36,14 @@ template <> struct Elem<F32> {
   static inline void put(float* p, float x) { *p = x; }
   static inline float round(float x) { return x; }
 };
-static inline uint32_t bits_of(float x) {
-  uint32_t u;
-  memcpy(&u, &x, 4);
-  return u;
+template <typename To, typename From> static inline To bitcast(From x) {
+  static_assert(sizeof(To) == sizeof(From), "bitcast between types of one size");
+  To y;
+  memcpy(&y, &x, sizeof(To));
+  return y;
 }
-static inline float float_of(uint32_t u) {
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
+static inline uint32_t bits_of(float x) { return bitcast<uint32_t>(x); }
+static inline float float_of(uint32_t u) { return bitcast<float>(u); }
 // float -> bf16 bits, round to nearest even as torch's .to(bfloat16); NaN stays NaN. Branch-free so
 // that loops over it vectorize.
 static inline uint16_t bf16_bits(float x) {
@@ -60,25 +58,6 @@ template <> struct Elem<BF16> {
   static inline float round(float x) { return float_of(((uint32_t)bf16_bits(x)) << 16); }  // x after a bf16 store
 };
 
-// e^x to ~1 ulp (Cody-Waite reduction, Cephes' degree-6 polynomial), branch-free so loops over it
-// vectorize: glibc's expf is a scalar call, and 2-3 M of them per decode step (softmax, SiLU) cost
-// more than the rest of the glue. exp(x > 88.72) = inf and exp(x < -87.33) = 0, as expf.
-static inline float exp_fast(float x) {
-  const float xc = x < -87.33f ? -87.33f : (x > 88.72f ? 88.72f : x);
-  const float n = floorf(xc * 1.44269504088896341f + 0.5f);
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const float y = p * float_of((uint32_t)((int32_t)n + 127) << 23);
-  return x > 88.72f ? INFINITY : (x < -87.33f ? 0.f : y);
-}
-
 // 16-lane vectors (GCC vector extensions): AVX-512 with -march=native on CPUs that have it, and
 // narrower vectors or scalar code elsewhere, from the same source.
 typedef float vf __attribute__((vector_size(64)));
@@ -86,16 +65,8 @@ typedef int32_t vi __attribute__((vector_size(64)));
 typedef uint32_t vu __attribute__((vector_size(64)));
 typedef uint16_t vh __attribute__((vector_size(32)));
 static inline vf vset(float x) { return vf{} + x; }
-static inline vu vbits(vf x) {
-  vu u;
-  memcpy(&u, &x, 64);
-  return u;
-}
-static inline vf vfloat(vu u) {
-  vf f;
-  memcpy(&f, &u, 64);
-  return f;
-}
+static inline vu vbits(vf x) { return bitcast<vu>(x); }
+static inline vf vfloat(vu u) { return bitcast<vf>(u); }
 static inline vf vload(const float* p) {
   vf x;
   memcpy(&x, p, 64);
@@ -118,7 +89,10 @@ static inline void vstore(uint16_t* p, vf x) {
 }
 static inline vf vround(vf x, const float*) { return x; }  // the value after a store to that type
 static inline vf vround(vf x, const uint16_t*) { return vfloat(vbf16(x) << 16); }
-static inline vf vexp(vf x) {  // exp_fast, lane-wise
+// e^x to ~1 ulp (Cody-Waite reduction, Cephes' degree-6 polynomial), branch-free so it vectorizes:
+// glibc's expf is a scalar call, and 2-3 M of them per decode step (softmax, SiLU) cost more than the
+// rest of the glue. exp(x > 88.72) = inf and exp(x < -87.33) = 0, as expf.
+static inline vf vexp(vf x) {
   const vf xc = x < -87.33f ? vset(-87.33f) : (x > 88.72f ? vset(88.72f) : x);
   const vf y0 = xc * 1.44269504088896341f + 0.5f;
   vf n = __builtin_convertvector(__builtin_convertvector(y0, vi), vf);  // trunc
@@ -135,6 +109,7 @@ static inline vf vexp(vf x) {  // exp_fast, lane-wise
   const vf y = p * vfloat((vu)((__builtin_convertvector(n, vi) + 127) << 23));
   return x > 88.72f ? vset(INFINITY) : (x < -87.33f ? vset(0.f) : y);
 }
+static inline float exp_fast(float x) { return vexp(vset(x))[0]; }  // for loop tails
 static inline float vsum(vf x) {
   float s = 0.f;
   for (int l = 0; l < 16; ++l) s += x[l];
