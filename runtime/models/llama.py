@@ -112,9 +112,15 @@ def rope_inv_freq(args: LlamaArgs) -> torch.Tensor:
 
 
 def can_prepack(dtype: torch.dtype, device: torch.device) -> bool:
-    """oneDNN weight prepacking: bf16 on CPUs with native bf16 support only (fp16 and fp32 measured
-    no gain or untested; fp32 goes through MKL, which needs a fixed batch size to prepack)."""
-    if device.type != "cpu" or dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+    """oneDNN weight prepacking: fp32 anywhere on CPU, bf16 on CPUs with native bf16 support (fp16
+    untested). fp32: at batch 32 on 2 cores the prepacked oneDNN matmuls reach 7.5-9 GB/s of weights
+    against 5-7 for F.linear (MKL), ~30% faster; the sums are ordered differently (outputs differ by
+    ~4e-6 relative), and greedy tokens still match transformers in the fp32 tests and the offline bench."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.float32:
+        return True
+    if dtype != torch.bfloat16:
         return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -132,6 +138,7 @@ class Linear:
     layout on every call: a full copy of the weight, which for lm_head is most of a decode step.
     `prepack` reorders once (the same op inductor's weight-pack pass uses); measured on AMX: decode
     matmuls ~1.7x, lm_head at batch 32 ~2-3x faster, prefill unchanged, results bit-identical.
+    fp32 weights are prepacked too (oneDNN instead of MKL; see `can_prepack`).
     """
 
     def __init__(self, w: torch.Tensor, b: torch.Tensor | None, prepack: bool) -> None:
