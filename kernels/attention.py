@@ -179,23 +179,22 @@ def build_metadata(
         if dec_q != list(range(n)) or n != num_tokens:
             meta.decode_q_idx = torch.tensor(dec_q, dtype=torch.int64, device=device)
         meta.num_decode = n
-        if native is not None and not cascade:
+        if cascade or native is None:  # both need the padded slot matrix
+            min_len = min(dec_lens)
+            idx = req_to_token[:, :max_len].index_select(0, rows).to(torch.int64)  # [n, max_len]
+            valid = None
+            if min_len != max_len:
+                lens = torch.tensor(dec_lens, dtype=torch.int64, device=device)
+                valid = torch.arange(max_len, device=device)[None, :] < lens[:, None]  # [n, max_len]
+                idx.masked_fill_(~valid, 0)  # stale table cells -> padding slot 0 (always a valid index)
+            if cascade:
+                meta.cascade = _cascade.find_cascade(idx, valid, min_len, _cascade.CASCADE_MIN_PREFIX)
+        if meta.cascade is not None:
+            pass
+        elif native is not None:
             lens_t = torch.tensor(dec_lens, dtype=torch.int64, device=device)
             meta.native = NativeDecode(native, req_to_token, rows, lens_t, max_len)
-            return meta
-        min_len = min(dec_lens)
-        idx = req_to_token[:, :max_len].index_select(0, rows).to(torch.int64)  # [n, max_len]
-        valid = None
-        if min_len != max_len:
-            lens = torch.tensor(dec_lens, dtype=torch.int64, device=device)
-            valid = torch.arange(max_len, device=device)[None, :] < lens[:, None]  # [n, max_len]
-            idx.masked_fill_(~valid, 0)  # stale table cells -> padding slot 0 (always a valid index)
-        if cascade:
-            meta.cascade = _cascade.find_cascade(idx, valid, min_len, _cascade.CASCADE_MIN_PREFIX)
-        if meta.cascade is None and native is not None:
-            lens_t = torch.tensor(dec_lens, dtype=torch.int64, device=device)
-            meta.native = NativeDecode(native, req_to_token, rows, lens_t, max_len)
-        elif meta.cascade is None:
+        else:
             _group_decode_rows(meta, idx, valid, dec_lens)
     return meta
 
