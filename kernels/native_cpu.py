@@ -1,7 +1,7 @@
 """Native CPU kernels (`native_cpu.cpp`): build once with the system C++ compiler, call by ctypes.
 
-Decode attention: the torch reference (`attention._decode`) gathers each decode row's K/V into a padded batch and
-runs SDPA over it; this kernel reads the keys in place through the ReqToToken table, once. Measured
+Decode attention: the torch reference (`attention._decode`) gathers each decode row's K/V into a
+padded batch and runs SDPA over it; this kernel reads the keys in place through the ReqToToken table, once. Measured
 on 2 cores (batch 32, 180..370 keys, 30 layers, distinct buffers per layer): ~21 ms per step
 against ~35 ms for the reference in bf16, ~26 ms against ~120 ms in fp32.
 
@@ -13,7 +13,7 @@ references are `TorchOps` in `runtime/models/llama.py`, and tests compare the tw
 
 Built lazily on first use into `<cache_dir>/kernels/` (file name from a hash of the source, the
 flags, the compiler and the CPU's feature flags, since it is built with -march=native) with no torch
-headers and no ninja: a plain `g++ -shared`, ~1 s. Loaded after torch, so its OpenMP calls bind to
+headers and no ninja: a plain `g++ -shared`, ~3 s. Loaded after torch, so its OpenMP calls bind to
 the libgomp torch already loaded (same soname): one thread pool, not two. If there is no compiler or
 the build fails, `load()` returns None with the reason in `load_error()`, and callers keep the
 torch path.
@@ -108,6 +108,11 @@ def supports(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype in KIND
 
 
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise RuntimeError(f"native {what} failed (code {rc})")
+
+
 def decode_attention(
     lib: ctypes.CDLL,
     q: torch.Tensor,
@@ -124,6 +129,8 @@ def decode_attention(
     row i attends to keys `table[rows[i], :lens[i]]`."""
     n, num_heads, head_dim = q.shape
     num_kv = k_buffer.shape[1]
+    if num_heads % num_kv or k_buffer.shape[2] != head_dim or v_buffer.shape != k_buffer.shape:
+        raise ValueError(f"q {tuple(q.shape)} does not fit K/V buffers {tuple(k_buffer.shape)}, {tuple(v_buffer.shape)}")
     if q.stride(2) != 1 or q.stride(1) != head_dim:
         q = q.contiguous()
     for name, t in (("k_buffer", k_buffer), ("v_buffer", v_buffer), ("table", table), ("rows", rows), ("lens", lens)):
@@ -139,14 +146,8 @@ def decode_attention(
         table.data_ptr(), table.stride(0), rows.data_ptr(), lens.data_ptr(),
         n, num_heads, num_kv, head_dim, scale, out.data_ptr(), max_len, torch.get_num_threads(),
     )  # fmt: skip
-    if rc != 0:
-        raise RuntimeError(f"native decode attention failed (code {rc})")
+    _check(rc, "decode attention")
     return out
-
-
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        raise RuntimeError(f"native {what} failed (code {rc})")
 
 
 def _rows_contiguous(name: str, t: torch.Tensor) -> None:

@@ -124,6 +124,9 @@ def test_kernel_rejects_bad_inputs(lib):
     rows, lens = torch.tensor([0, 1]), torch.tensor([3, 4])
     with pytest.raises(ValueError, match="dtypes"):
         native_cpu.decode_attention(lib, q, kb, kb, table, rows, lens, 4, 0.125)
+    with pytest.raises(ValueError, match="does not fit"):  # 4 query heads over 3 kv heads
+        cpu = torch.randn(10, 3, 64)
+        native_cpu.decode_attention(lib, q.float(), cpu, cpu, table, rows, lens, 4, 0.125)
     with pytest.raises(ValueError, match="int32"):
         native_cpu.decode_attention(lib, q.float(), kb.float(), kb.float(), table.long(), rows, lens, 4, 0.125)
 
