@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,9 +56,6 @@ def run_in_child(work: Callable[[], bytes], extra_bytes: int, hard: bool = True,
     """Run `work` in a forked child (after `setup`, with its address space capped at +extra_bytes
     when > 0) and return (the bytes it produced, its wait status). Past `timeout_s` the child is
     killed and TimeoutError raised. A child that raises exits 1 with nothing written."""
-    import select
-    import signal
-
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: the work and a pipe write, then _exit

@@ -27,8 +27,8 @@ saved, and end to end (32 independent prompts, bf16, 2 cores) it was no faster.
 
 Native decode (`kernels/native_cpu.py`, CPU, fp32/bf16): when the runner passes the built library,
 decode rows skip the gather and the grouping: the C++ kernel reads each row's keys in place through
-the table (`NativeDecode`), which is what memory-bound decode attention needs. `_decode` above is
-then its reference, and tests compare the two.
+the table (`NativeDecode`), which is what memory-bound decode attention needs. The grouped torch
+path above is then its reference, and tests compare the two.
 
 Cascade attention (`kernels/cascade.py`): when >= 2 decode rows share their first P >=
 `CASCADE_MIN_PREFIX` KV slots (same slots, e.g. a few-shot prefix from the radix cache),
@@ -189,12 +189,10 @@ def build_metadata(
                 idx.masked_fill_(~valid, 0)  # stale table cells -> padding slot 0 (always a valid index)
             if cascade:
                 meta.cascade = _cascade.find_cascade(idx, valid, min_len, _cascade.CASCADE_MIN_PREFIX)
-        if meta.cascade is not None:
-            pass
-        elif native is not None:
+        if meta.cascade is None and native is not None:
             lens_t = torch.tensor(dec_lens, dtype=torch.int64, device=device)
             meta.native = NativeDecode(native, req_to_token, rows, lens_t, max_len)
-        else:
+        elif meta.cascade is None:
             _group_decode_rows(meta, idx, valid, dec_lens)
     return meta
 

@@ -42,13 +42,13 @@ _state: dict[str, object] = {}  # "lib": ctypes.CDLL | None, "error": str
 
 
 def _cpu_flags() -> str:
+    """The CPU's feature flags (the build uses -march=native); the processor name where there is no
+    /proc/cpuinfo."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor()
+    return next((line for line in lines if line.startswith("flags")), platform.processor())
 
 
 def _build(cache_dir: str, flags: list[str] = FLAGS) -> Path:

@@ -14,6 +14,7 @@ each accepted draft token saves one forward pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from arborlm.runtime.config import EngineConfig
@@ -30,11 +31,9 @@ class SpeculativeJumpForward:
     tokenizer: Any
     max_context_len: int
 
-    def _accept(self, req: Req, tid: int, logprob: float | None, top: Any) -> FinishReason | None:
-        raise NotImplementedError
-
-    def _report(self, req: Req, new_ids: list[int], finish: FinishReason | None) -> None:
-        raise NotImplementedError
+    # the Scheduler's methods: append a sampled token (-> finish or None), and emit new tokens
+    _accept: Callable[[Req, int, float | None, Any], FinishReason | None]
+    _report: Callable[[Req, list[int], FinishReason | None], None]
 
     def _jump_forward_on(self, req: Req) -> bool:
         on = req.params.jump_forward
