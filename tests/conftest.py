@@ -4,7 +4,7 @@
 - `tiny_model_path`: a tiny random Llama (2 layers, hidden 64) saved as a local HF folder with the
   real tokenizer: fast tests of every code path without the 135M model's cost.
 - `smollm2_path`: the converted default model folder (correctness tests against transformers).
-- `shared_data`: ../shared/data, skipping with a clear message when it is absent.
+- `shared_data`: the data shipped with the package (`arborlm.runtime.data.DATA_DIR`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -69,6 +68,6 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> str:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared benchmark data not found at {SHARED_DATA} (expected ../shared/data beside the repo)")
-    return SHARED_DATA
+    from arborlm.runtime.data import DATA_DIR
+
+    return DATA_DIR

@@ -15,11 +15,9 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA = REPO_ROOT.parent / "shared" / "data"
+from arborlm.runtime.data import DATA_DIR as DATA
 
 CHARACTER_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -15,18 +15,12 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA = REPO_ROOT.parent / "shared" / "data" / "workloads"
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from arborlm.runtime.data import WORKLOADS as DATA
+from arborlm.runtime.data import read_jsonl
 
 
 def few_shot_prompts(num: int, shots: int = 8) -> list[str]:

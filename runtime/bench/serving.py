@@ -23,8 +23,9 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
-MT_BENCH = REPO.parent / "shared" / "data" / "workloads" / "mt_bench_question.jsonl"
+from arborlm.runtime.data import workload
+
+MT_BENCH = workload("mt_bench_question.jsonl")
 WORDS = ("time person year way day thing man world life hand part child eye woman place work week case point "
          "number group problem fact be have do say get make go know take see come think look want give use find "
          "tell ask seem feel try leave call good new first last long great little own other old right big high "
