@@ -18,7 +18,6 @@ from typing import Any
 from arborlm.runtime.config import EngineConfig
 from arborlm.runtime.jump_forward import SpeculativeJumpForward
 from arborlm.runtime.kv_manager import KVManager
-from arborlm.runtime.memory import OutOfSlots
 from arborlm.runtime.policy import get_policy
 from arborlm.runtime.radix_cache import make_cache
 from arborlm.runtime.request_output import finished_meta, step_meta
@@ -31,11 +30,29 @@ logger = logging.getLogger("arborlm.scheduler")
 # round than the cache holds wait one round: the first one's prefill lands in the tree, then they hit.
 IN_BATCH_PREFIX_MIN = 16
 # Admission keeps this many free slots per running request for its next decode steps, so a new
-# prefill does not immediately force retractions.
+# prefill does not immediately force retractions (a heuristic: progress does not depend on it).
 DECODE_RESERVE_PER_REQ = 8
 
 
 class Scheduler(SpeculativeJumpForward):
+    """Progress guarantee (what `_build_batch` and `_admit` maintain):
+
+    - `running` is in admission order; its first request, the head, is never retracted. Each step
+      the head gets a row of at least one token (a decode, a prefill chunk, or its whole draft):
+      when the pool is short, the newest running requests are retracted first. The head always
+      fits once they are, because `add_request` rejects prompt + max_new_tokens > pool size.
+    - Every step the head's computed length `kv_len` grows by at least one and never exceeds
+      prompt + max_new_tokens, so the head finishes within len(prompt) + max_new_tokens steps of
+      becoming head. A request behind it only stalls (keeping its KV) or is retracted.
+    - With nothing running, the first waiting request in policy order is admitted unconditionally
+      (the whole pool is free to it); otherwise admission keeps a reserve for the running
+      requests' next decode steps, and a retracted request waits until the rest of its run fits.
+
+    Bound: while requests are running or waiting (grammar compilation aside), every step makes
+    the head progress, so a workload finishes within sum(len(prompt) + max_new_tokens) steps after
+    its last arrival — `tests/runtime/test_scheduler_fuzz.py` checks this on random workloads.
+    """
+
     def __init__(self, config: EngineConfig, runner: Any, sample_fn: Any, tokenizer: Any,
                  eos_token_ids: set[int], grammar_compiler: Any = None) -> None:
         self.config = config
@@ -154,28 +171,33 @@ class Scheduler(SpeculativeJumpForward):
             self.waiting.append(req)
 
     def _build_batch(self) -> Batch | None:
-        rows: list[tuple[Req, int]] = []
-        # 1) decode rows (one pending token each); out of KV → retract the newest
-        decoding = [r for r in self.running if r.num_pending == 1]
-        while decoding and self.kv.available() < len(decoding):
-            self._retract(decoding.pop(max(range(len(decoding)), key=lambda i: decoding[i].arrival_time)))
-        for req in decoding:
-            self.kv.alloc(req, 1)
-            rows.append((req, 1))
-        # 2) running requests with several pending tokens (prefill chunks, jump-forward)
-        budget = self.config.max_prefill_tokens
+        """Rows for this step; see the class docstring for the progress guarantee."""
+        decode_rows: list[tuple[Req, int]] = []
+        extend_rows: list[tuple[Req, int]] = []
+        budget = max(self.config.max_prefill_tokens, 1)
         chunk = self.config.chunked_prefill_size or self.max_context_len
-        for req in [r for r in self.running if r.num_pending > 1]:
-            # a jump-forward draft is verified whole (its logits are needed at every position)
-            n = req.num_pending if req.num_draft else min(req.num_pending, chunk, max(budget, 1))
-            if self.kv.available() < n:
-                self._retract(req)
+        queue = list(self.running)  # admission order: queue[0] is the head, never retracted
+        k = 0
+        while k < len(queue):
+            req = queue[k]
+            k += 1
+            while self.kv.available() < 1 and len(queue) > k:
+                self._retract(queue.pop())  # the newest running request that has no row yet
+            available = self.kv.available()
+            if available < 1:
+                continue  # not the head (it always fits, see above): it waits a step, keeping its KV
+            if req.num_draft and req.num_pending > available:
+                self._drop_draft(req)  # a draft is verified whole or not at all
+            if req.num_pending == 1:
+                self.kv.alloc(req, 1)
+                decode_rows.append((req, 1))
                 continue
+            # prefill chunk, or a whole jump-forward draft (its logits are needed at every position)
+            n = req.num_pending if req.num_draft else min(req.num_pending, chunk, max(budget, 1), available)
             self.kv.alloc(req, n)
-            rows.append((req, n))
+            extend_rows.append((req, n))
             budget -= n
-        # 3) new admissions
-        rows += self._admit(budget, chunk)
+        rows = decode_rows + extend_rows + self._admit(budget, chunk)
         if not rows:
             return None
         reqs = [r for r, _ in rows]
@@ -194,23 +216,19 @@ class Scheduler(SpeculativeJumpForward):
 
         ordered = self.policy(list(self.waiting), lambda r: self.kv.match_len(r.fill_ids[:max_match(r)]))
         round_ids: list[list[int]] = []
+        defer_shared = self.kv.cache.enabled  # without a tree, waiting a round shares nothing
         for req in ordered:
             if budget <= 0 or self.kv.rows.num_free == 0:
                 break
             self.kv.admit(req, max_match(req))
-            if self._shares_with_round(req, round_ids):
+            if defer_shared and self._shares_with_round(req, round_ids):
                 self.kv.release(req, keep_in_cache=False)
                 continue
             n = min(req.num_pending, chunk, budget)
-            reserve = DECODE_RESERVE_PER_REQ * (len(self.running) + len(admitted) + 1)
-            if self.kv.available() < n + reserve and (self.running or admitted):
+            if (self.running or admitted) and self.kv.available() < n + self._admission_reserve(req, len(admitted)):
                 self.kv.release(req, keep_in_cache=False)
                 break
-            try:
-                self.kv.alloc(req, n)
-            except OutOfSlots:
-                self.kv.release(req, keep_in_cache=False)
-                break
+            self.kv.alloc(req, n)  # fits: checked above, or nothing runs and the pool is all free
             self.waiting.remove(req)
             if req.status == ReqStatus.WAITING and req.num_retractions == 0 and not req.output_ids:
                 req.cached_tokens = req.prefix_len
@@ -222,6 +240,15 @@ class Scheduler(SpeculativeJumpForward):
             round_ids.append(req.fill_ids)
             budget -= n
         return admitted
+
+    def _admission_reserve(self, req: Req, num_admitted: int) -> int:
+        """Slots a new admission must leave free beyond its first chunk: a few decode steps for every
+        running request and itself. A retracted request also waits until the rest of its run fits,
+        so it is not readmitted only to be retracted again."""
+        reserve = DECODE_RESERVE_PER_REQ * (len(self.running) + num_admitted + 1)
+        if req.num_retractions:
+            reserve += len(req.input_ids) + req.params.max_new_tokens - req.kv_len
+        return reserve
 
     @staticmethod
     def _shares_with_round(req: Req, round_ids: list[list[int]]) -> bool:
