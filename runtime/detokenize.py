@@ -26,11 +26,16 @@ def decode_stop_trimmed(tokenizer: Any, ids: list[int], finish: FinishReason | N
 
 
 def trim_at_stop(text: str, finish: FinishReason | None) -> str:
-    if finish is not None and finish.kind == "stop" and isinstance(finish.matched, str):
-        cut = text.find(finish.matched)
-        if cut >= 0:
+    """Cut before the stop string that stopped generation: the one `stop_chars_from_end` from the
+    end (earlier occurrences were ignored under min_new_tokens), else the first occurrence."""
+    if finish is None or finish.kind != "stop" or not isinstance(finish.matched, str):
+        return text
+    if finish.stop_chars_from_end is not None:
+        cut = len(text) - finish.stop_chars_from_end
+        if cut >= 0 and text.startswith(finish.matched, cut):
             return text[:cut]
-    return text
+    cut = text.find(finish.matched)
+    return text[:cut] if cut >= 0 else text
 
 
 class IncrementalDetokenizer:

@@ -23,6 +23,7 @@ from arborlm.runtime.radix_cache import make_cache
 from arborlm.runtime.request_output import finished_meta, step_meta
 from arborlm.runtime.stop import StopChecker
 from arborlm.runtime.types import Batch, FinishReason, ForwardMode, Req, ReqStatus, StepOutput
+from arborlm.runtime.validation import InvalidRequest, RequestLimits, validate_request
 
 logger = logging.getLogger("arborlm.scheduler")
 
@@ -66,6 +67,7 @@ class Scheduler(SpeculativeJumpForward):
         self.kv = KVManager(runner.num_slots, config.max_running_requests,
                             make_cache(config.disable_radix_cache))
         self.policy = get_policy(config.schedule_policy)
+        self.limits = RequestLimits(self.vocab_size, self.max_context_len, self.kv.num_slots - 1)
         self.stop = StopChecker(tokenizer, eos_token_ids, self.max_context_len)
         self.waiting: deque[Req] = deque()
         self.grammar_waiting: list[Req] = []
@@ -102,28 +104,16 @@ class Scheduler(SpeculativeJumpForward):
 
     # ---------------------------------------------------------------- requests in / out
     def add_request(self, req: Req) -> None:
-        p = req.params
-        p.validate(self.vocab_size)
+        """Queue a request; raises `InvalidRequest` (a ValueError naming the parameter) if it is bad."""
+        validate_request(req.input_ids, req.params, self.limits)
         if req.rid in self.requests:
-            raise ValueError(f"request id {req.rid!r} is already in use")
-        n = len(req.input_ids)
-        if n == 0:
-            raise ValueError("the prompt is empty: give at least one token")
-        if any(not 0 <= t < self.vocab_size for t in req.input_ids):
-            raise ValueError(f"input_ids must be token ids in [0, {self.vocab_size})")
-        if n + p.max_new_tokens > self.max_context_len:
-            raise ValueError(f"prompt ({n} tokens) + max_new_tokens ({p.max_new_tokens}) = {n + p.max_new_tokens} "
-                             f"exceeds the context length {self.max_context_len}")
-        if n + p.max_new_tokens > self.kv.num_slots - 1:
-            raise ValueError(f"prompt + max_new_tokens ({n + p.max_new_tokens}) exceeds the KV pool "
-                             f"({self.kv.num_slots - 1} tokens): raise max_total_tokens")
-        if p.logprob_start_len >= n:
-            raise ValueError(f"logprob_start_len ({p.logprob_start_len}) must be < the prompt length ({n})")
+            raise InvalidRequest(f"request id {req.rid!r} is already in use", param="rid")
+        p = req.params
         self.requests[req.rid] = req
         if p.grammar is not None:
             if self.grammar_compiler is None:
                 del self.requests[req.rid]
-                raise ValueError("constrained decoding (regex / json_schema / choices) is not available")
+                raise InvalidRequest("constrained decoding (regex / json_schema / choices) is not available")
             kind, spec = p.grammar
             req.grammar_future = self.grammar_compiler.compile(kind, spec)
             req.status = ReqStatus.WAITING_GRAMMAR
@@ -151,21 +141,75 @@ class Scheduler(SpeculativeJumpForward):
         self._poll_grammars()
         batch = self._build_batch()
         if batch is not None:
-            logits = self.runner.forward(batch)
-            self._process(batch, logits)
+            for part, logits in self._forward(batch):
+                self._process(part, logits)
         outputs, self._outputs = self._outputs, []
         return outputs
+
+    # ---------------------------------------------------------------- failure isolation
+    # An exception while running, sampling or advancing one request finishes that request with a
+    # server error (its K/V is dropped, not cached) and leaves the scheduler and every other
+    # request as if the failing one had never been batched with them.
+    def _forward(self, batch: Batch) -> list[tuple[Batch, Any]]:
+        """runner.forward over the batch; if that raises, each row alone (same slots, same K/V)."""
+        try:
+            return [(batch, self.runner.forward(batch))]
+        except Exception as e:
+            if len(batch) == 1:
+                self._fail(batch.reqs[0], e)
+                return []
+            logger.warning("forward of %d rows failed (%s); retrying row by row", len(batch), e)
+        parts = []
+        for i, req in enumerate(batch.reqs):
+            row = batch.row(i)
+            try:
+                parts.append((row, self.runner.forward(row)))
+            except Exception as e:
+                self._fail(req, e)
+        return parts
+
+    def _sample(self, logits: Any, rows: list[int], reqs: list[Req]) -> list[tuple[Req, int, Any, Any]]:
+        """(req, token, logprob, top logprobs) per row that sampled; a failing row fails alone."""
+        contiguous = rows == list(range(len(rows)))  # every row samples: a view, no gather
+        try:
+            results = [(self.sample_fn(logits[: len(rows)] if contiguous else logits[rows], reqs), reqs)]
+        except Exception:
+            results = []
+            for i, req in zip(rows, reqs):
+                try:
+                    results.append((self.sample_fn(logits[i:i + 1], [req]), [req]))
+                except Exception as e:
+                    self._fail(req, e)
+        picked = []
+        for res, rs in results:
+            for j, req in enumerate(rs):
+                picked.append((req, int(res.next_token_ids[j]), res.logprobs[j] if res.logprobs else None,
+                               res.top_logprobs[j] if res.top_logprobs else None))
+        return picked
+
+    def _guarded(self, req: Req, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as e:
+            if not req.finished:
+                self._fail(req, e)
+
+    def _fail(self, req: Req, exc: BaseException) -> None:
+        logger.error("request %s failed: %s: %s", req.rid, type(exc).__name__, exc, exc_info=exc)
+        message = f"internal error while processing this request: {type(exc).__name__}: {exc}"
+        self._finish(req, FinishReason("abort", message=message), keep_in_cache=False,
+                     error={"message": message, "type": "server_error", "code": 500})
 
     def _poll_grammars(self) -> None:
         for req in [r for r in self.grammar_waiting if r.grammar_future.done()]:
             self.grammar_waiting.remove(req)
             try:
                 compiled = req.grammar_future.result()
+                req.grammar = compiled.matcher()
             except Exception as e:  # a compile error fails this request only
                 self._finish(req, FinishReason("abort", message=str(e)),
                              error={"message": str(e), "type": "invalid_request_error", "code": 400})
                 continue
-            req.grammar = compiled.matcher()
             req.grammar_compile_ms = float(getattr(compiled, "compile_ms", 0.0))
             req.status = ReqStatus.WAITING
             self.waiting.append(req)
@@ -292,16 +336,18 @@ class Scheduler(SpeculativeJumpForward):
                 off += v
             elif batch.sample_rows[i]:
                 plain.append(i)
+        prompt_only = [i for i in plain if batch.reqs[i].params.max_new_tokens == 0]
+        for i in prompt_only:  # the prompt is computed (cached, prompt logprobs); no token is sampled
+            self._report(batch.reqs[i], [], FinishReason("length"))
+        plain = [i for i in plain if i not in prompt_only]
         if plain:
-            reqs = [batch.reqs[i] for i in plain]
-            result = self.sample_fn(logits[plain] if len(plain) < n else logits[:n], reqs)
-            for j, req in enumerate(reqs):
-                tid = int(result.next_token_ids[j])
-                finish = self._accept(req, tid, result.logprobs[j] if result.logprobs else None,
-                                      result.top_logprobs[j] if result.top_logprobs else None)
-                self._report(req, [tid], finish)
+            for req, tid, lp, top in self._sample(logits, plain, [batch.reqs[i] for i in plain]):
+                self._guarded(req, self._accept_and_report, req, tid, lp, top)
         for i, off, v in drafts:
-            self._verify(batch.reqs[i], logits, [*range(off, off + v), i])
+            self._guarded(batch.reqs[i], self._verify, batch.reqs[i], logits, [*range(off, off + v), i])
+
+    def _accept_and_report(self, req: Req, tid: int, logprob: float | None, top: Any) -> None:
+        self._report(req, [tid], self._accept(req, tid, logprob, top))
 
     def _accept(self, req: Req, tid: int, logprob: float | None, top: Any) -> FinishReason | None:
         """Append one sampled token: output, logprobs, matcher, stop conditions."""
@@ -326,14 +372,14 @@ class Scheduler(SpeculativeJumpForward):
             out.meta.update(finished_meta(req))
 
     def _finish(self, req: Req, reason: FinishReason, emit: bool = True,
-                error: dict[str, Any] | None = None) -> None:
+                error: dict[str, Any] | None = None, keep_in_cache: bool = True) -> None:
         req.finish_reason = reason
         req.finish_time = time.perf_counter()
         req.status = ReqStatus.FINISHED
         if req in self.running:
             self.running.remove(req)
         self._drop_draft(req)
-        self.kv.release(req, keep_in_cache=True)
+        self.kv.release(req, keep_in_cache=keep_in_cache)
         self.requests.pop(req.rid, None)
         if emit:
             meta = finished_meta(req)

@@ -33,7 +33,7 @@ class StopChecker:
         if p.stop and num_out >= p.min_new_tokens:
             matched = self._match_stop_string(req, num_new)
             if matched is not None:
-                return FinishReason("stop", matched=matched)
+                return FinishReason("stop", matched=matched[0], stop_chars_from_end=matched[1])
         if req.grammar is not None and req.grammar.is_terminated():
             return FinishReason("stop", matched=None)
         if num_out >= p.max_new_tokens:
@@ -42,7 +42,8 @@ class StopChecker:
             return FinishReason("length", message="context length reached")
         return None
 
-    def _match_stop_string(self, req: Req, num_new: int) -> str | None:
+    def _match_stop_string(self, req: Req, num_new: int) -> tuple[str, int] | None:
+        """(stop string, chars from the end of the output text where the match starts) or None."""
         p = req.params
         max_stop_chars = max(len(s) for s in p.stop)
         # Each token decodes to >= 1 char (or a piece of a multi-byte char), so this many tokens
@@ -55,5 +56,5 @@ class StopChecker:
         for s in p.stop:
             at = tail.find(s, max(0, boundary - len(s) + 1))
             if at >= 0:
-                return s
+                return s, len(tail) - at
         return None

@@ -78,63 +78,11 @@ class SamplingParams:
         return None
 
     def validate(self, vocab_size: int | None = None) -> None:
-        """Raise ValueError naming the offending field."""
+        """Raise `validation.InvalidRequest` (a ValueError) naming the offending field; normalize
+        values that would break float arithmetic (see runtime/validation.py)."""
+        from arborlm.runtime.validation import validate_params
 
-        def bad(name: str, why: str) -> None:
-            raise ValueError(f"sampling parameter {name}={getattr(self, name)!r} is invalid: {why}")
-
-        for name in ("max_new_tokens", "min_new_tokens", "top_k", "top_logprobs_num", "logprob_start_len"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
-                bad(name, "must be an integer")
-        for name in ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty",
-                     "repetition_penalty"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                bad(name, "must be a number")
-        if self.max_new_tokens < 0:
-            bad("max_new_tokens", "must be >= 0")
-        if self.min_new_tokens < 0:
-            bad("min_new_tokens", "must be >= 0")
-        if self.min_new_tokens > self.max_new_tokens:
-            bad("min_new_tokens", f"must be <= max_new_tokens ({self.max_new_tokens})")
-        if self.temperature < 0:
-            bad("temperature", "must be >= 0")
-        if not 0.0 < self.top_p <= 1.0:
-            bad("top_p", "must be in (0, 1]")
-        if self.top_k == 0 or self.top_k < -1:
-            bad("top_k", "must be -1 (off) or >= 1")
-        if not 0.0 <= self.min_p <= 1.0:
-            bad("min_p", "must be in [0, 1]")
-        if not -2.0 <= self.frequency_penalty <= 2.0:
-            bad("frequency_penalty", "must be in [-2, 2]")
-        if not -2.0 <= self.presence_penalty <= 2.0:
-            bad("presence_penalty", "must be in [-2, 2]")
-        if not 0.0 < self.repetition_penalty <= 2.0:
-            bad("repetition_penalty", "must be in (0, 2]")
-        if self.top_logprobs_num < 0 or self.top_logprobs_num > 20:
-            bad("top_logprobs_num", "must be in [0, 20]")
-        if self.logprob_start_len < -1:
-            bad("logprob_start_len", "must be -1 or >= 0")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            bad("seed", "must be an integer")
-        if not all(isinstance(s, str) and s for s in self.stop):
-            bad("stop", "must be a list of non-empty strings")
-        if len(self.stop) > 16:
-            bad("stop", "at most 16 stop strings")
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in self.stop_token_ids):
-            bad("stop_token_ids", "must be a list of integers")
-        if vocab_size is not None and any(not 0 <= t < vocab_size for t in self.stop_token_ids):
-            bad("stop_token_ids", f"token ids must be in [0, {vocab_size})")
-        set_grammars = [n for n in ("regex", "json_schema", "choices") if getattr(self, n) is not None]
-        if len(set_grammars) > 1:
-            raise ValueError(f"sampling parameters {set_grammars} are mutually exclusive: give at most one")
-        if self.regex is not None and not isinstance(self.regex, str):
-            bad("regex", "must be a string")
-        if self.choices is not None and (
-            not isinstance(self.choices, list) or not self.choices
-            or not all(isinstance(c, str) and c for c in self.choices)
-        ):
-            bad("choices", "must be a non-empty list of non-empty strings")
+        validate_params(self, vocab_size)
 
 
 class ReqStatus(enum.Enum):
@@ -149,6 +97,10 @@ class FinishReason:
     kind: str  # "stop" | "length" | "abort"
     matched: int | str | None = None  # the EOS/stop token id or the stop string
     message: str | None = None  # for "abort": why
+    # For a stop string: how many characters of the decoded output, counted from its end, start at
+    # the match that stopped generation (an earlier occurrence may have been ignored because of
+    # min_new_tokens, so "the first occurrence" is not it). Not part of to_dict().
+    stop_chars_from_end: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.kind}
@@ -253,6 +205,12 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.reqs)
+
+    def row(self, i: int) -> Batch:
+        """Row i as a batch of its own."""
+        ext = self.extend_lens[i]
+        return Batch([self.reqs[i]], [ext], ForwardMode.DECODE if ext == 1 else ForwardMode.EXTEND,
+                     [self.sample_rows[i]], [self.verify_lens[i]] if self.verify_lens else [])
 
 
 @dataclass

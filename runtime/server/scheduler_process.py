@@ -122,7 +122,8 @@ class SchedulerLoop:
             self.sched.add_request(Req(msg.rid, list(msg.input_ids), p))
         except Exception as e:  # ValueError: the scheduler's own checks, a client error (400)
             if isinstance(e, ValueError):
-                err = {"message": str(e), "type": "invalid_request_error", "code": 400}
+                err = {"message": str(e), "type": "invalid_request_error", "code": 400,
+                       "param": getattr(e, "param", None)}
             else:  # a bug: fail this request, keep serving the others
                 logger.exception("add_request(%s) failed", msg.rid)
                 err = {"message": f"{type(e).__name__}: {e}", "type": "server_error", "code": 500}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,10 +31,9 @@ from arborlm.runtime.server.io_struct import (
 from arborlm.runtime.server.metrics import ServerMetrics
 from arborlm.runtime.server.protocol import ApiError
 from arborlm.runtime.types import FinishReason, SamplingParams
+from arborlm.runtime.validation import InvalidRequest, RequestLimits, validate_request
 
 logger = logging.getLogger("arborlm.server")
-
-_PARAM_RE = re.compile(r"sampling parameters? \[?'?(\w+)")
 
 
 @dataclass
@@ -66,6 +64,7 @@ class TokenizerManager:
         # One request's prompt + output must also fit the KV pool on its own.
         self.max_req_len = min(max_context_len, max_total_tokens or max_context_len)
         self.vocab_size = vocab_size
+        self.limits = RequestLimits(vocab_size, max_context_len, self.max_req_len)
         self.metrics = metrics or ServerMetrics()
         self.states: dict[str, ReqState] = {}
         self.rpc_waiters: dict[int, asyncio.Future[RpcReply]] = {}
@@ -116,30 +115,11 @@ class TokenizerManager:
 
     def validate(self, input_ids: list[int], params: SamplingParams, names: dict[str, str] | None = None) -> None:
         """Raise ApiError (400) naming the field; `names` maps SamplingParams names to the API's."""
-        names = names or {}
         try:
-            params.validate(self.vocab_size)
-        except ValueError as e:
-            m = _PARAM_RE.search(str(e))
-            raise ApiError(str(e), param=names.get(m.group(1), m.group(1)) if m else None) from None
-        total = len(input_ids) + params.max_new_tokens
-        if total > self.max_context_len:
-            raise ApiError(
-                f"this model's maximum context length is {self.max_context_len} tokens; the request needs "
-                f"{total} ({len(input_ids)} in the prompt + {params.max_new_tokens} to generate): shorten "
-                "the prompt or lower max_tokens",
-                param=names.get("max_new_tokens", "max_new_tokens"),
-            )
-        if total > self.max_req_len:
-            raise ApiError(
-                f"the request needs {total} tokens of KV cache ({len(input_ids)} prompt + {params.max_new_tokens} "
-                f"to generate) but the server holds {self.max_req_len}: lower max_tokens or restart the server "
-                "with a larger --max-total-tokens",
-                param=names.get("max_new_tokens", "max_new_tokens"),
-            )
-        if params.logprob_start_len >= len(input_ids):
-            raise ApiError(f"logprob_start_len={params.logprob_start_len} must be < the prompt's "
-                           f"{len(input_ids)} tokens", param="logprob_start_len")
+            validate_request(input_ids, params, self.limits)
+        except InvalidRequest as e:
+            param = (names or {}).get(e.param, e.param) if e.param else None
+            raise ApiError(str(e), param=param) from None
 
     # ---- requests ----
 
