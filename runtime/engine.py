@@ -18,7 +18,23 @@ from arborlm.runtime.scheduler import Scheduler
 from arborlm.runtime.types import Req, SamplingParams, StepOutput
 
 Prompt = str | list[str] | None
+OutputLogprobs = tuple[list[float | None], list[list[tuple[int, float]]]]
 Params = dict[str, Any] | SamplingParams | list[dict[str, Any] | SamplingParams] | None
+
+
+def raise_error(out: StepOutput) -> None:
+    """A failed request raises: ValueError for the client's fault (400), RuntimeError otherwise."""
+    if out.error is not None:
+        raise (ValueError if out.error.code == 400 else RuntimeError)(out.error.message)
+
+
+def result_meta(final: StepOutput, params: SamplingParams, logprobs: OutputLogprobs) -> dict[str, Any]:
+    """`generate`'s `meta` dict: the usage, the finish reason, and the logprobs gathered step by step."""
+    meta = final.usage.to_dict() if final.usage is not None else {}
+    meta["finish_reason"] = final.finish_reason.to_dict() if final.finish_reason else None
+    if params.return_logprob:
+        meta["output_logprobs"], meta["output_top_logprobs"] = list(logprobs[0]), list(logprobs[1])
+    return meta
 
 
 class Engine:
@@ -70,21 +86,24 @@ class Engine:
         `text` (ends before a matched stop string), `output_ids`, `meta`."""
         reqs, single = self._make_reqs(prompt, sampling_params, input_ids)
         self._submit(reqs)
-        metas: dict[str, dict[str, Any]] = {}
-        pending = {r.rid for r in reqs}
-        while pending:
+        finals: dict[str, StepOutput] = {}
+        logprobs: dict[str, OutputLogprobs] = {r.rid: ([], []) for r in reqs}
+        while len(finals) < len(reqs):
             for out in self.scheduler.step():
-                if out.finished and out.rid in pending:
-                    pending.discard(out.rid)
-                    metas[out.rid] = out.meta
-            if pending and not self.scheduler.has_work():
-                raise RuntimeError(f"scheduler went idle with unfinished requests {sorted(pending)}")
+                if out.rid not in logprobs or out.rid in finals:
+                    continue
+                logprobs[out.rid][0].extend(out.logprobs)
+                logprobs[out.rid][1].extend(out.top_logprobs)
+                if out.finished:
+                    finals[out.rid] = out
+            if len(finals) < len(reqs) and not self.scheduler.has_work():
+                raise RuntimeError(f"scheduler went idle with unfinished requests {sorted(set(logprobs) - set(finals))}")
         results = []
         for r in reqs:
-            meta = metas[r.rid]
-            if "error" in meta:
-                raise ValueError(meta["error"]["message"])
+            final = finals[r.rid]
+            raise_error(final)
             text = decode_stop_trimmed(self.tokenizer, r.output_ids, r.finish_reason, r.params.skip_special_tokens)
+            meta = result_meta(final, r.params, logprobs[r.rid])
             results.append({"text": text, "output_ids": list(r.output_ids), "meta": meta})
         return results[0] if single else results
 
@@ -103,8 +122,7 @@ class Engine:
                         continue
                     yield from self._stream_delta(detok, out)
                     if out.finished:
-                        if "error" in out.meta:
-                            raise ValueError(out.meta["error"]["message"])
+                        raise_error(out)
                         return
         finally:
             if not req.finished:

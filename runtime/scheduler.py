@@ -20,9 +20,9 @@ from arborlm.runtime.jump_forward import SpeculativeJumpForward
 from arborlm.runtime.kv_manager import KVManager
 from arborlm.runtime.policy import get_policy
 from arborlm.runtime.radix_cache import make_cache
-from arborlm.runtime.request_output import finished_meta, step_meta
+from arborlm.runtime.request_output import step_logprobs, usage_of
 from arborlm.runtime.stop import StopChecker
-from arborlm.runtime.types import Batch, FinishReason, ForwardMode, Req, ReqStatus, StepOutput
+from arborlm.runtime.types import Batch, FinishReason, ForwardMode, Req, ReqStatus, RequestError, StepOutput
 from arborlm.runtime.validation import InvalidRequest, RequestLimits, validate_request
 
 logger = logging.getLogger("arborlm.scheduler")
@@ -198,7 +198,7 @@ class Scheduler(SpeculativeJumpForward):
         logger.error("request %s failed: %s: %s", req.rid, type(exc).__name__, exc, exc_info=exc)
         message = f"internal error while processing this request: {type(exc).__name__}: {exc}"
         self._finish(req, FinishReason("abort", message=message), keep_in_cache=False,
-                     error={"message": message, "type": "server_error", "code": 500})
+                     error=RequestError(message))
 
     def _poll_grammars(self) -> None:
         for req in [r for r in self.grammar_waiting if r.grammar_future.done()]:
@@ -208,7 +208,7 @@ class Scheduler(SpeculativeJumpForward):
                 req.grammar = compiled.matcher()
             except Exception as e:  # a compile error fails this request only
                 self._finish(req, FinishReason("abort", message=str(e)),
-                             error={"message": str(e), "type": "invalid_request_error", "code": 400})
+                             error=RequestError(str(e), "invalid_request_error", 400))
                 continue
             req.grammar_compile_ms = float(getattr(compiled, "compile_ms", 0.0))
             req.status = ReqStatus.WAITING
@@ -365,14 +365,15 @@ class Scheduler(SpeculativeJumpForward):
     def _report(self, req: Req, new_ids: list[int], finish: FinishReason | None) -> None:
         if finish is None:
             self._propose_draft(req)
-        out = StepOutput(req.rid, new_ids, finish is not None, finish, step_meta(req, len(new_ids)))
+        lps, tops = step_logprobs(req, len(new_ids))
+        out = StepOutput(req.rid, new_ids, finish is not None, finish, lps, tops)
         self._outputs.append(out)
         if finish is not None:
             self._finish(req, finish, emit=False)
-            out.meta.update(finished_meta(req))
+            out.usage = usage_of(req)
 
     def _finish(self, req: Req, reason: FinishReason, emit: bool = True,
-                error: dict[str, Any] | None = None, keep_in_cache: bool = True) -> None:
+                error: RequestError | None = None, keep_in_cache: bool = True) -> None:
         req.finish_reason = reason
         req.finish_time = time.perf_counter()
         req.status = ReqStatus.FINISHED
@@ -382,10 +383,7 @@ class Scheduler(SpeculativeJumpForward):
         self.kv.release(req, keep_in_cache=keep_in_cache)
         self.requests.pop(req.rid, None)
         if emit:
-            meta = finished_meta(req)
-            if error is not None:
-                meta["error"] = error
-            self._outputs.append(StepOutput(req.rid, [], True, reason, meta))
+            self._outputs.append(StepOutput(req.rid, [], True, reason, usage=usage_of(req), error=error))
 
     # ---------------------------------------------------------------- cache / stats
     def flush_cache(self) -> bool:

@@ -214,11 +214,55 @@ class Batch:
 
 
 @dataclass
+class RequestError:
+    """Why a request failed, in OpenAI's error terms (code 400: the client's fault)."""
+
+    message: str
+    type: str = "server_error"  # or "invalid_request_error"
+    code: int = 500
+    param: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
+
+
+@dataclass
+class Usage:
+    """A request's totals, sent once with its finishing output. Prompt logprobs ride here because
+    they are complete only when the prompt is (index j: logprob of input_ids[j], see model_runner)."""
+
+    prompt_tokens: int
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    jump_forward_tokens: int = 0
+    jump_forward_proposed: int = 0
+    grammar_compile_ms: float = 0.0
+    num_forward_passes: int = 0
+    num_retractions: int = 0
+    e2e_latency: float = 0.0
+    ttft: float | None = None
+    prompt_logprobs: list[float | None] | None = None  # None unless logprob_start_len >= 0
+    prompt_top_logprobs: list[list[tuple[int, float]] | None] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("ttft", "prompt_logprobs", "prompt_top_logprobs"):
+            if d[k] is None:
+                del d[k]
+        return d
+
+
+@dataclass
 class StepOutput:
-    """One request's news from one scheduler step."""
+    """One request's news from one scheduler step. `logprobs` / `top_logprobs` belong to exactly
+    this output's `new_token_ids` (one entry each, when the request asked for logprobs) and are
+    never resent; `usage` comes with the finishing output; `error` when the request failed."""
 
     rid: str
     new_token_ids: list[int]
     finished: bool
     finish_reason: FinishReason | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    logprobs: list[float | None] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    usage: Usage | None = None
+    error: RequestError | None = None

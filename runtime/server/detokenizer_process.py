@@ -40,8 +40,8 @@ class Detokenizer:
                     text += detok.finish(o.finish_reason)
             if o.finished:
                 self.states.pop(o.rid, None)
-            out.append(TextOutput(o.rid, text, list(o.new_token_ids), o.finished,
-                                  o.finish_reason, dict(o.meta)))
+            out.append(TextOutput(o.rid, text, list(o.new_token_ids), o.finished, o.finish_reason,
+                                  o.logprobs, o.top_logprobs, o.usage, o.error))
         return BatchTextOutput(out)
 
 

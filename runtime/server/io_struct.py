@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from arborlm.runtime.types import FinishReason, SamplingParams, StepOutput
+from arborlm.runtime.types import FinishReason, RequestError, SamplingParams, StepOutput, Usage
 
 
 @dataclass
@@ -88,12 +88,17 @@ class BatchTokenOutput:
 
 @dataclass
 class TextOutput:
+    """A StepOutput with its text: the same fields (logprobs belong to this output's tokens)."""
+
     rid: str
     text: str  # the new text delta, safe to show (UTF-8 complete, held back before stop strings)
     new_token_ids: list[int]
     finished: bool
-    finish_reason: FinishReason | None
-    meta: dict[str, Any]
+    finish_reason: FinishReason | None = None
+    logprobs: list[float | None] = field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    usage: Usage | None = None
+    error: RequestError | None = None
 
 
 @dataclass

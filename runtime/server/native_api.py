@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from arborlm.runtime.server.protocol import ApiError, GenerateRequest
 from arborlm.runtime.server.streams import collect, first_then_rest, output_error, sse
-from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager
+from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager, state_usage
 from arborlm.runtime.types import SamplingParams
 
 
@@ -74,25 +74,24 @@ def _top_entries(tm: TokenizerManager, tops: list[Any]) -> list[Any]:
 
 
 def meta_info(tm: TokenizerManager, s: ReqState) -> dict[str, Any]:
-    m = s.meta
+    u = state_usage(s)
     info: dict[str, Any] = {
         "id": s.rid,
-        "prompt_tokens": int(m.get("prompt_tokens", len(s.input_ids))),
-        "cached_tokens": int(m.get("cached_tokens", 0)),
-        "completion_tokens": int(m.get("completion_tokens", len(s.output_ids))),
+        "prompt_tokens": u.prompt_tokens,
+        "cached_tokens": u.cached_tokens,
+        "completion_tokens": u.completion_tokens,
         "finish_reason": s.finish_reason.to_dict() if s.finish_reason else None,
         "e2e_latency": time.perf_counter() - s.created,
     }
-    for k in ("jump_forward_tokens", "grammar_compile_ms"):
-        if k in m:
-            info[k] = m[k]
+    if s.usage is not None:
+        info["jump_forward_tokens"], info["grammar_compile_ms"] = u.jump_forward_tokens, u.grammar_compile_ms
     if s.params.return_logprob:
         info["output_token_logprobs"] = _lp_entries(tm, s.output_ids, s.logprobs)
         info["output_top_logprobs"] = _top_entries(tm, s.top_logprobs)
-        if "prompt_logprobs" in m:
+        if u.prompt_logprobs is not None:
             start = max(0, s.params.logprob_start_len)
-            info["input_token_logprobs"] = _lp_entries(tm, s.input_ids[start:], m["prompt_logprobs"])
-            info["input_top_logprobs"] = _top_entries(tm, m.get("prompt_top_logprobs") or [])
+            info["input_token_logprobs"] = _lp_entries(tm, s.input_ids[start:], u.prompt_logprobs)
+            info["input_top_logprobs"] = _top_entries(tm, u.prompt_top_logprobs or [])
     return info
 
 

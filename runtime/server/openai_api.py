@@ -22,7 +22,7 @@ from arborlm.runtime.server.protocol import (
     _SamplingFields,
 )
 from arborlm.runtime.server.streams import collect, first_then_rest, output_error, sse
-from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager
+from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager, state_usage
 from arborlm.runtime.types import SamplingParams
 
 # SamplingParams field -> the OpenAI parameter a client set, for error messages.
@@ -101,10 +101,10 @@ def usage(states: list[ReqState], n: int) -> dict[str, Any]:
     prompt = cached = completion = 0
     for i in range(0, len(states), n):  # the n choices of a prompt share it: count it once
         group = states[i:i + n]
-        prompt += int(group[0].meta.get("prompt_tokens", len(group[0].input_ids)))
-        cached += max(int(s.meta.get("cached_tokens", 0)) for s in group)
+        prompt += state_usage(group[0]).prompt_tokens
+        cached += max(state_usage(s).cached_tokens for s in group)
     for s in states:
-        completion += int(s.meta.get("completion_tokens", len(s.output_ids)))
+        completion += state_usage(s).completion_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached}}
 
@@ -185,10 +185,8 @@ async def completions(request: Request, body: CompletionRequest, tm: TokenizerMa
                 continue
             s = states[i]
             lp = None
-            if want_lp:
-                n_new = len(out.new_token_ids)
-                lp = fmt.completion(out.new_token_ids, s.logprobs[len(s.logprobs) - n_new:] if n_new else [],
-                                    s.top_logprobs[len(s.top_logprobs) - n_new:] if n_new else [], offsets[i])
+            if want_lp:  # this output's own logprobs: later outputs may already be in s.logprobs
+                lp = fmt.completion(out.new_token_ids, out.logprobs, out.top_logprobs, offsets[i])
             offsets[i] += len(out.text)
             if out.text or out.finished:
                 chunk = base([{"index": i, "text": out.text, "logprobs": lp,
@@ -273,9 +271,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, tm: To
             s = states[i]
             lp = None
             if body.logprobs and out.new_token_ids:
-                n_new = len(out.new_token_ids)
-                lp = fmt.chat(out.new_token_ids, s.logprobs[len(s.logprobs) - n_new:],
-                              s.top_logprobs[len(s.top_logprobs) - n_new:])
+                lp = fmt.chat(out.new_token_ids, out.logprobs, out.top_logprobs)
             if out.text or out.finished:
                 delta = {"content": out.text} if out.text else {}
                 yield sse(chunk([{"index": i, "delta": delta, "logprobs": lp,

@@ -29,7 +29,7 @@ from arborlm.runtime.server.io_struct import (
     SchedulerReady,
     TokenizedRequest,
 )
-from arborlm.runtime.types import FinishReason, Req, StepOutput
+from arborlm.runtime.types import FinishReason, Req, RequestError, StepOutput, Usage
 
 logger = logging.getLogger("arborlm.scheduler")
 
@@ -122,14 +122,12 @@ class SchedulerLoop:
             self.sched.add_request(Req(msg.rid, list(msg.input_ids), p))
         except Exception as e:  # ValueError: the scheduler's own checks, a client error (400)
             if isinstance(e, ValueError):
-                err = {"message": str(e), "type": "invalid_request_error", "code": 400,
-                       "param": getattr(e, "param", None)}
+                err = RequestError(str(e), "invalid_request_error", 400, getattr(e, "param", None))
             else:  # a bug: fail this request, keep serving the others
                 logger.exception("add_request(%s) failed", msg.rid)
-                err = {"message": f"{type(e).__name__}: {e}", "type": "server_error", "code": 500}
+                err = RequestError(f"{type(e).__name__}: {e}")
             self.immediate.append(StepOutput(msg.rid, [], True, FinishReason("abort", message=str(e)),
-                                             meta={"error": err, "prompt_tokens": len(msg.input_ids),
-                                                   "cached_tokens": 0, "completion_tokens": 0}))
+                                             usage=Usage(len(msg.input_ids)), error=err))
 
     def rpc(self, msg: RpcReq) -> RpcReply:
         try:

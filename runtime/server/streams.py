@@ -23,11 +23,10 @@ def sse(obj: Any) -> str:
 
 def output_error(out: TextOutput) -> ApiError | None:
     """The error a finished output carries (grammar compile failure → 400, dead child → 503)."""
-    err = out.meta.get("error") if out.finished else None
-    if not err:
+    err = out.error if out.finished else None
+    if err is None:
         return None
-    return ApiError(str(err.get("message", "request failed")), status=int(err.get("code") or 500),
-                    param=err.get("param"), type=str(err.get("type", "server_error")))
+    return ApiError(err.message, status=err.code, param=err.param, type=err.type)
 
 
 class Merged:

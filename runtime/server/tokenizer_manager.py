@@ -30,7 +30,7 @@ from arborlm.runtime.server.io_struct import (
 )
 from arborlm.runtime.server.metrics import ServerMetrics
 from arborlm.runtime.server.protocol import ApiError
-from arborlm.runtime.types import FinishReason, SamplingParams
+from arborlm.runtime.types import FinishReason, RequestError, SamplingParams, Usage
 from arborlm.runtime.validation import InvalidRequest, RequestLimits, validate_request
 
 logger = logging.getLogger("arborlm.server")
@@ -50,9 +50,16 @@ class ReqState:
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     finished: bool = False
     finish_reason: FinishReason | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None  # from the finishing output
     first_output_time: float | None = None
     last_output_time: float | None = None
+
+
+def state_usage(state: ReqState) -> Usage:
+    """The request's usage; counted here when it finished without one (aborted, failed)."""
+    if state.usage is not None:
+        return state.usage
+    return Usage(len(state.input_ids), 0, len(state.output_ids))
 
 
 class TokenizerManager:
@@ -90,10 +97,9 @@ class TokenizerManager:
     def fail_all(self, reason: str) -> None:
         """A child died: finish every request with a 503-type error instead of hanging."""
         self.dead_reason = reason
-        err = {"message": reason, "type": "server_error", "code": 503}
         for rid in list(self.states):
             self._on_output(TextOutput(rid, "", [], True, FinishReason("abort", message=reason),
-                                       {"error": err}))
+                                       error=RequestError(reason, "server_error", 503)))
         for fut in self.rpc_waiters.values():
             if not fut.done():
                 fut.set_result(RpcReply(0, error=reason))
@@ -192,8 +198,8 @@ class TokenizerManager:
         now = time.perf_counter()
         state.output_ids.extend(out.new_token_ids)
         state.text += out.text
-        state.logprobs.extend(out.meta.get("logprobs") or [])
-        state.top_logprobs.extend(out.meta.get("top_logprobs") or [])
+        state.logprobs.extend(out.logprobs)
+        state.top_logprobs.extend(out.top_logprobs)
         if out.new_token_ids:
             m = self.metrics
             if state.first_output_time is None:
@@ -203,21 +209,16 @@ class TokenizerManager:
                 m.itl.observe(now - state.last_output_time)
             state.last_output_time = now
         if out.finished:
-            if "output_logprobs" in out.meta:  # authoritative (jump-forward may have replaced some)
-                state.logprobs = list(out.meta["output_logprobs"])
-                state.top_logprobs = list(out.meta.get("output_top_logprobs") or [])
             state.finished = True
             state.finish_reason = out.finish_reason
-            state.meta.update(out.meta)
+            state.usage = out.usage
             del self.states[out.rid]
             self._log_finish(state, now)
         state.queue.put_nowait(out)
 
     def _log_finish(self, state: ReqState, now: float) -> None:
-        meta, m = state.meta, self.metrics
-        prompt = int(meta.get("prompt_tokens", len(state.input_ids)))
-        cached = int(meta.get("cached_tokens", 0))
-        completion = int(meta.get("completion_tokens", len(state.output_ids)))
+        usage, m = state_usage(state), self.metrics
+        prompt, cached, completion = usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
         kind = state.finish_reason.kind if state.finish_reason else "unknown"
         m.prompt_tokens.inc(prompt)
         m.cached_tokens.inc(cached)

@@ -76,11 +76,11 @@ def test_failing_request_leaves_others_identical(engine: Engine) -> None:
         errors = {}
         while sched.has_work():
             for out in sched.step():
-                if out.finished and "error" in out.meta:
-                    errors[out.rid] = out.meta["error"]
+                if out.finished and out.error is not None:
+                    errors[out.rid] = out.error
     finally:
         sched.sample_fn = real_sample
-    assert list(errors) == ["bad"] and errors["bad"]["code"] == 500 and "injected" in errors["bad"]["message"]
+    assert list(errors) == ["bad"] and errors["bad"].code == 500 and "injected" in errors["bad"].message
     assert bad.finish_reason.kind == "abort" and len(bad.output_ids) == 2
     assert [r.output_ids for r in reqs] == solo
     assert engine.generate(PROMPT, greedy(12))["output_ids"] == solo[0]

@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any
 
-from arborlm.runtime.types import FinishReason, Req, StepOutput
+from arborlm.runtime.types import FinishReason, Req, RequestError, StepOutput, Usage
 
 WORDS = " the quick brown fox jumps over the lazy dog ü 🙂"
 
@@ -60,37 +60,38 @@ class FakeScheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running or self.aborted)
 
-    def _finish(self, r: Req, reason: FinishReason, new: list[int], meta: dict[str, Any]) -> StepOutput:
-        meta |= {"prompt_tokens": len(r.input_ids), "cached_tokens": 0, "completion_tokens": len(r.output_ids)}
-        return StepOutput(r.rid, new, True, reason, meta)
+    def _finish(self, r: Req, reason: FinishReason, new: list[int], lps: list[Any] | None = None,
+                error: RequestError | None = None) -> StepOutput:
+        lp, top = lps or ([], [])
+        return StepOutput(r.rid, new, True, reason, lp, top, Usage(len(r.input_ids), 0, len(r.output_ids)), error)
 
     def step(self) -> list[StepOutput]:
         time.sleep(self.delay)
-        outs = [self._finish(r, FinishReason("abort", message="aborted"), [], {}) for r in self.aborted]
+        outs = [self._finish(r, FinishReason("abort", message="aborted"), []) for r in self.aborted]
         self.aborted.clear()
         while self.waiting and self.kv_used() + self.waiting[0].seq_len + 1 <= self.kv_total:
             r = self.waiting.pop(0)
             if r.params.regex == "(":
                 msg = "invalid regex '(': missing )"
                 outs.append(self._finish(r, FinishReason("abort", message=msg), [],
-                                         {"error": {"message": msg, "type": "invalid_request_error", "code": 400}}))
+                                         error=RequestError(msg, "invalid_request_error", 400)))
                 continue
             self.running[r.rid] = r
         for r in list(self.running.values()):
             if r.params.max_new_tokens == 0:
                 del self.running[r.rid]
-                outs.append(self._finish(r, FinishReason("length"), [], {}))
+                outs.append(self._finish(r, FinishReason("length"), []))
                 continue
             tid = self.words[len(r.output_ids) % len(self.words)]
             r.output_ids.append(tid)
-            meta: dict[str, Any] = {}
+            lps: list[Any] = [[], []]
             if r.params.return_logprob:
-                meta = {"logprobs": [-0.5], "top_logprobs": [[(tid, -0.5)] * r.params.top_logprobs_num]}
+                lps = [[-0.5], [[(tid, -0.5)] * r.params.top_logprobs_num]]
             if len(r.output_ids) >= r.params.max_new_tokens:
                 del self.running[r.rid]
-                outs.append(self._finish(r, FinishReason("length"), [tid], meta))
+                outs.append(self._finish(r, FinishReason("length"), [tid], lps))
             else:
-                outs.append(StepOutput(r.rid, [tid], False, None, meta))
+                outs.append(StepOutput(r.rid, [tid], False, None, *lps))
         return outs
 
     def flush_cache(self) -> bool:

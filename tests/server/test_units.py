@@ -87,7 +87,7 @@ def test_scheduler_loop_with_fake(tmp_path) -> None:
         first = detok_in.recv_pyobj()
         assert {o.rid for o in first.outputs} == {"ok", "bad"} and set(first.inits) == {"ok", "bad"}
         bad = next(o for o in first.outputs if o.rid == "bad")
-        assert bad.finished and bad.meta["error"]["code"] == 400
+        assert bad.finished and bad.error.code == 400 and bad.error.param == "max_new_tokens"
         assert main_in.recv_pyobj().result["num_waiting"] == 1  # answered before the step ran
         send.send_pyobj(AbortReq("ok"))
         time.sleep(0.2)
