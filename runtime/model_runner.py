@@ -174,9 +174,9 @@ def _attention_rows(rows: list[int], prefix_lens: list[int], batch: Batch) -> tu
 
 
 def _new_tokens(req: Req, start: int, ext: int) -> list[int]:
-    """req.fill_ids[start:start+ext] without concatenating input + output (decode is per step)."""
+    """req.fill_ids[start:start+ext] without concatenating input + output (+ draft) per step."""
     n_in = len(req.input_ids)
-    if start >= n_in:
+    if start >= n_in and start + ext <= n_in + len(req.output_ids):
         return req.output_ids[start - n_in : start - n_in + ext]
     if start + ext <= n_in:
         return req.input_ids[start : start + ext]

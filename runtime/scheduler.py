@@ -16,7 +16,8 @@ from collections import deque
 from typing import Any
 
 from arborlm.runtime.config import EngineConfig
-from arborlm.runtime.jump_forward import SpeculativeJumpForward
+from arborlm.runtime.isolation import forward_isolated, sample_isolated
+from arborlm.runtime.jump_forward import JumpForward
 from arborlm.runtime.kv_manager import KVManager
 from arborlm.runtime.policy import get_policy
 from arborlm.runtime.radix_cache import make_cache
@@ -35,7 +36,7 @@ IN_BATCH_PREFIX_MIN = 16
 DECODE_RESERVE_PER_REQ = 8
 
 
-class Scheduler(SpeculativeJumpForward):
+class Scheduler:
     """Progress guarantee (what `_build_batch` and `_admit` maintain):
 
     - `running` is in admission order; its first request, the head, is never retracted. Each step
@@ -68,6 +69,7 @@ class Scheduler(SpeculativeJumpForward):
                             make_cache(config.disable_radix_cache))
         self.policy = get_policy(config.schedule_policy)
         self.limits = RequestLimits(self.vocab_size, self.max_context_len, self.kv.num_slots - 1)
+        self.jump_forward = JumpForward(config.jump_forward, sample_fn, tokenizer, self.max_context_len)
         self.stop = StopChecker(tokenizer, eos_token_ids, self.max_context_len)
         self.waiting: deque[Req] = deque()
         self.grammar_waiting: list[Req] = []
@@ -141,52 +143,14 @@ class Scheduler(SpeculativeJumpForward):
         self._poll_grammars()
         batch = self._build_batch()
         if batch is not None:
-            for part, logits in self._forward(batch):
+            for part, logits in forward_isolated(self.runner, batch, self._fail):
                 self._process(part, logits)
         outputs, self._outputs = self._outputs, []
         return outputs
 
     # ---------------------------------------------------------------- failure isolation
     # An exception while running, sampling or advancing one request finishes that request with a
-    # server error (its K/V is dropped, not cached) and leaves the scheduler and every other
-    # request as if the failing one had never been batched with them.
-    def _forward(self, batch: Batch) -> list[tuple[Batch, Any]]:
-        """runner.forward over the batch; if that raises, each row alone (same slots, same K/V)."""
-        try:
-            return [(batch, self.runner.forward(batch))]
-        except Exception as e:
-            if len(batch) == 1:
-                self._fail(batch.reqs[0], e)
-                return []
-            logger.warning("forward of %d rows failed (%s); retrying row by row", len(batch), e)
-        parts = []
-        for i, req in enumerate(batch.reqs):
-            row = batch.row(i)
-            try:
-                parts.append((row, self.runner.forward(row)))
-            except Exception as e:
-                self._fail(req, e)
-        return parts
-
-    def _sample(self, logits: Any, rows: list[int], reqs: list[Req]) -> list[tuple[Req, int, Any, Any]]:
-        """(req, token, logprob, top logprobs) per row that sampled; a failing row fails alone."""
-        contiguous = rows == list(range(len(rows)))  # every row samples: a view, no gather
-        try:
-            results = [(self.sample_fn(logits[: len(rows)] if contiguous else logits[rows], reqs), reqs)]
-        except Exception:
-            results = []
-            for i, req in zip(rows, reqs):
-                try:
-                    results.append((self.sample_fn(logits[i:i + 1], [req]), [req]))
-                except Exception as e:
-                    self._fail(req, e)
-        picked = []
-        for res, rs in results:
-            for j, req in enumerate(rs):
-                picked.append((req, int(res.next_token_ids[j]), res.logprobs[j] if res.logprobs else None,
-                               res.top_logprobs[j] if res.top_logprobs else None))
-        return picked
-
+    # server error (its K/V is dropped, not cached); the others go on (see isolation.py).
     def _guarded(self, req: Req, fn: Any, *args: Any) -> None:
         try:
             fn(*args)
@@ -231,7 +195,7 @@ class Scheduler(SpeculativeJumpForward):
             if available < 1:
                 continue  # not the head (it always fits, see above): it waits a step, keeping its KV
             if req.num_draft and req.num_pending > available:
-                self._drop_draft(req)  # a draft is verified whole or not at all
+                req.draft_ids = []  # a draft is verified whole or not at all
             if req.num_pending == 1:
                 self.kv.alloc(req, 1)
                 decode_rows.append((req, 1))
@@ -311,7 +275,7 @@ class Scheduler(SpeculativeJumpForward):
         tree (evictable), so re-admission usually hits the cache; its outputs so far are kept."""
         logger.info("retracting %s (kv_len=%d) for lack of KV slots", req.rid, req.kv_len)
         self.running.remove(req)
-        self._drop_draft(req)
+        req.draft_ids = []
         self.kv.release(req, keep_in_cache=True)
         req.status = ReqStatus.WAITING
         req.num_retractions += 1
@@ -341,10 +305,28 @@ class Scheduler(SpeculativeJumpForward):
             self._report(batch.reqs[i], [], FinishReason("length"))
         plain = [i for i in plain if i not in prompt_only]
         if plain:
-            for req, tid, lp, top in self._sample(logits, plain, [batch.reqs[i] for i in plain]):
+            reqs = [batch.reqs[i] for i in plain]
+            for req, tid, lp, top in sample_isolated(self.sample_fn, logits, plain, reqs, self._fail):
                 self._guarded(req, self._accept_and_report, req, tid, lp, top)
         for i, off, v in drafts:
             self._guarded(batch.reqs[i], self._verify, batch.reqs[i], logits, [*range(off, off + v), i])
+
+    def _verify(self, req: Req, logits: Any, rows: list[int]) -> None:
+        """Accept the model's tokens along the request's draft (jump_forward.py): the matching prefix,
+        then the model's own token; K/V past what was accepted is stale and dropped."""
+        draft = self.jump_forward.take_draft(req)
+        new_ids: list[int] = []
+        finish = None
+        for j, (tid, lp, top) in enumerate(self.jump_forward.verify_tokens(req, draft, logits, rows)):
+            finish = self._accept(req, tid, lp, top)
+            new_ids.append(tid)
+            if j == len(draft) or tid != draft[j]:
+                break
+            req.jump_forward_tokens += 1
+            if finish is not None:
+                break
+        self.kv.truncate(req, req.seq_len - 1)
+        self._report(req, new_ids, finish)
 
     def _accept_and_report(self, req: Req, tid: int, logprob: float | None, top: Any) -> None:
         self._report(req, [tid], self._accept(req, tid, logprob, top))
@@ -364,7 +346,7 @@ class Scheduler(SpeculativeJumpForward):
 
     def _report(self, req: Req, new_ids: list[int], finish: FinishReason | None) -> None:
         if finish is None:
-            self._propose_draft(req)
+            self.jump_forward.propose(req)
         lps, tops = step_logprobs(req, len(new_ids))
         out = StepOutput(req.rid, new_ids, finish is not None, finish, lps, tops)
         self._outputs.append(out)
@@ -379,7 +361,7 @@ class Scheduler(SpeculativeJumpForward):
         req.status = ReqStatus.FINISHED
         if req in self.running:
             self.running.remove(req)
-        self._drop_draft(req)
+        req.draft_ids = []
         self.kv.release(req, keep_in_cache=keep_in_cache)
         self.requests.pop(req.rid, None)
         if emit:

@@ -134,9 +134,9 @@ class Req:
     grammar_compile_ms: float = 0.0
     jump_forward_tokens: int = 0  # draft tokens the model accepted (each saved one forward pass)
     jump_forward_proposed: int = 0  # draft tokens proposed
-    # Trailing output_ids that are an unverified jump-forward draft (no K/V yet, not reported,
-    # the matcher not advanced over them); the next forward verifies them.
-    num_draft: int = 0
+    # An unverified jump-forward draft that follows output_ids (no K/V yet, not reported, the
+    # matcher not advanced over it); the next forward verifies it. Part of fill_ids / seq_len.
+    draft_ids: list[int] = field(default_factory=list)
     # --- logprobs (filled by the sampler / runner) ---
     output_logprobs: list[float] = field(default_factory=list)
     output_top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
@@ -153,11 +153,15 @@ class Req:
 
     @property
     def fill_ids(self) -> list[int]:
-        return self.input_ids + self.output_ids
+        return self.input_ids + self.output_ids + self.draft_ids
 
     @property
     def seq_len(self) -> int:
-        return len(self.input_ids) + len(self.output_ids)
+        return len(self.input_ids) + len(self.output_ids) + len(self.draft_ids)
+
+    @property
+    def num_draft(self) -> int:
+        return len(self.draft_ids)
 
     @property
     def kv_len(self) -> int:
