@@ -185,24 +185,29 @@ class Scheduler:
         budget = max(self.config.max_prefill_tokens, 1)
         chunk = self.config.chunked_prefill_size or self.max_context_len
         queue = list(self.running)  # admission order: queue[0] is the head, never retracted
+        available = self.kv.available()  # kept up to date below: each alloc of n takes exactly n
         k = 0
         while k < len(queue):
             req = queue[k]
             k += 1
-            while self.kv.available() < 1 and len(queue) > k:
+            while available < 1 and len(queue) > k:
                 self._retract(queue.pop())  # the newest running request that has no row yet
-            available = self.kv.available()
+                available = self.kv.available()
             if available < 1:
                 continue  # not the head (it always fits, see above): it waits a step, keeping its KV
-            if req.num_draft and req.num_pending > available:
+            pending = req.num_pending
+            if req.draft_ids and pending > available:
                 req.draft_ids = []  # a draft is verified whole or not at all
-            if req.num_pending == 1:
+                pending = req.num_pending
+            if pending == 1:
                 self.kv.alloc(req, 1)
+                available -= 1
                 decode_rows.append((req, 1))
                 continue
             # prefill chunk, or a whole jump-forward draft (its logits are needed at every position)
-            n = req.num_pending if req.num_draft else min(req.num_pending, chunk, max(budget, 1), available)
+            n = pending if req.draft_ids else min(pending, chunk, max(budget, 1), available)
             self.kv.alloc(req, n)
+            available -= n
             extend_rows.append((req, n))
             budget -= n
         rows = decode_rows + extend_rows + self._admit(budget, chunk)
