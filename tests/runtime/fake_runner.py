@@ -101,9 +101,11 @@ class HashSampler:
 
 
 def make_scheduler(num_tokens: int, **config: Any) -> Scheduler:
+    """A Scheduler over the fake runner; requests with `regex` set get a `DraftingMatcher`."""
     runner = SlotCheckingRunner(num_tokens + 1)
     cfg = EngineConfig(max_total_tokens=num_tokens, **config)
-    sched = Scheduler(cfg, runner, HashSampler(), tokenizer=None, eos_token_ids={EOS_ID})
+    sched = Scheduler(cfg, runner, HashSampler(), tokenizer=None, eos_token_ids={EOS_ID},
+                      grammar_compiler=DraftingCompiler())
     runner.kv = sched.kv
     return sched
 
@@ -113,3 +115,41 @@ def expected_output(prompt: list[int], num_new: int) -> list[int]:
     for _ in range(num_new):
         ids.append(next_token(ids))
     return ids[len(prompt):]
+
+
+class DraftingMatcher:
+    """A grammar stand-in that allows every token and proposes jump-forward drafts: the next
+    `HashSampler` tokens, with every third draft wrong at one position (so verification must
+    reject its tail). Tracks the sequence it was advanced over."""
+
+    def __init__(self, prompt: list[int]) -> None:
+        self.ids = list(prompt)
+        self.num_proposed = 0
+
+    def advance(self, tid: int) -> None:
+        self.ids.append(tid)
+
+    def is_terminated(self) -> bool:
+        return False
+
+    def propose_draft(self, tokenizer: Any, room: int) -> list[int]:
+        self.num_proposed += 1
+        n = min(room, 1 + len(self.ids) % 4)
+        draft = expected_output(self.ids, n)
+        if draft and self.num_proposed % 3 == 0:
+            k = len(self.ids) % len(draft)
+            draft[k] = 1 + draft[k] % (VOCAB_SIZE - 1)  # a different, non-EOS token
+        return draft
+
+
+class DraftingCompiler:
+    """`regex` is the prompt as comma-separated ids; the compiled grammar drafts along it."""
+
+    def compile(self, kind: str, spec: str) -> Any:
+        from concurrent.futures import Future
+
+        compiled = type("Compiled", (), {"matcher": staticmethod(lambda: DraftingMatcher(
+            [int(t) for t in spec.split(",")]))})()
+        fut: Future = Future()
+        fut.set_result(compiled)
+        return fut

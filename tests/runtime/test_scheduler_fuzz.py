@@ -1,7 +1,8 @@
 """Hypothesis fuzz of Scheduler + KVManager on the slot-checking fake runner (no model).
 
 Random workloads: arrival steps, prompts sharing prefixes, tiny pools, chunk sizes, prefill
-budgets, both policies, with and without the radix cache, aborts at random steps. After every step
+budgets, both policies, with and without the radix cache, aborts at random steps, jump-forward
+drafts (right and wrong ones) verified under retraction. After every step
 the KV accounting invariant holds and the runner has seen no free / duplicated / stale slot; every
 request finishes with the output a solo run gives; and the run obeys the progress bound stated in
 the Scheduler docstring: steps with work <= sum over requests of (prompt length + max_new_tokens).
@@ -25,6 +26,7 @@ class Arrival:
     prompt: list[int]
     max_new_tokens: int
     abort_after: int | None  # steps after arrival at which the client aborts, or never
+    drafts: bool  # a grammar that proposes jump-forward drafts (some wrong) for this request
 
 
 @dataclass
@@ -52,7 +54,7 @@ def workloads(draw: st.DrawFn) -> Workload:
         prompt = prompt[: num_tokens - 1]
         max_new = draw(st.integers(0, num_tokens - len(prompt)))
         abort_after = draw(st.one_of(st.none(), st.integers(0, 30)))
-        arrivals.append(Arrival(draw(st.integers(0, 40)), prompt, max_new, abort_after))
+        arrivals.append(Arrival(draw(st.integers(0, 40)), prompt, max_new, abort_after, draw(st.booleans())))
     return Workload(num_tokens, config, sorted(arrivals, key=lambda a: a.step))
 
 
@@ -66,8 +68,9 @@ def run_workload(w: Workload) -> None:
     while pending or sched.has_work():
         while pending and pending[0].step <= step:
             a = pending.pop(0)
-            req = Req(f"r{len(reqs)}", list(a.prompt), SamplingParams(max_new_tokens=a.max_new_tokens,
-                                                                      temperature=0.0, ignore_eos=True))
+            params = SamplingParams(max_new_tokens=a.max_new_tokens, temperature=0.0, ignore_eos=True,
+                                    regex=",".join(map(str, a.prompt)) if a.drafts else None)
+            req = Req(f"r{len(reqs)}", list(a.prompt), params)
             sched.add_request(req)
             reqs.append((a, req))
         for a, req in reqs:
@@ -79,7 +82,7 @@ def run_workload(w: Workload) -> None:
         step += 1
         assert steps_with_work <= bound, f"no progress: {steps_with_work} steps with work > bound {bound}"
     for a, req in reqs:
-        assert req.finished
+        assert req.finished and not req.draft_ids
         if req.rid not in aborted:
             assert req.finish_reason.kind == "length"
             assert req.output_ids == expected_output(a.prompt, a.max_new_tokens), req.rid
