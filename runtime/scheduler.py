@@ -83,26 +83,10 @@ class Scheduler:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Scheduler:
-        from arborlm.runtime.grammar_mask import GrammarSampler
-        from arborlm.runtime.model_loader import eos_token_ids, load_model
-        from arborlm.runtime.model_runner import ModelRunner
+        """Load the model, runner, sampler and grammar compiler the config names (scheduler_factory.py)."""
+        from arborlm.runtime.scheduler_factory import build_scheduler
 
-        loaded = load_model(config)
-        config = config.replace(dtype=str(loaded.dtype).removeprefix("torch."))
-        runner = ModelRunner(config, loaded)
-        eos = eos_token_ids(loaded.hf_config, loaded.tokenizer)
-        compiler = None
-        try:
-            from arborlm.constrain import GrammarCompiler
-        except ImportError:  # constrained decoding not available: requests asking for it get an error
-            GrammarCompiler = None  # noqa: N806
-        if GrammarCompiler is not None:
-            compiler = GrammarCompiler(loaded.tokenizer, num_threads=config.grammar_compile_threads,
-                                       whitespace_pattern=config.json_whitespace)
-        sample_fn = GrammarSampler(runner.vocab_size, eos, config.device)
-        sched = cls(config, runner, sample_fn, loaded.tokenizer, eos, compiler)
-        sched.model_path = loaded.path
-        return sched
+        return build_scheduler(cls, config)
 
     # ---------------------------------------------------------------- requests in / out
     def add_request(self, req: Req) -> None:
