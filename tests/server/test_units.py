@@ -101,3 +101,46 @@ def test_scheduler_loop_with_fake(tmp_path) -> None:
     finally:
         ctx.destroy(linger=0)
         shutil.rmtree(ipc.tmpdir, ignore_errors=True)
+
+
+def test_scheduler_loop_isolates_a_failing_request() -> None:
+    """The server's scheduler process keeps serving when one request's sampling raises: that
+    request finishes with a 500 error, the other gets its full output (issue 11, defect 2)."""
+    import sys
+    from pathlib import Path
+
+    import zmq
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "runtime"))
+    from fake_runner import expected_output, make_scheduler
+
+    from arborlm.runtime.server.io_struct import IpcNames
+    from arborlm.runtime.server.scheduler_process import SchedulerLoop
+
+    ipc = IpcNames.create()
+    ctx = zmq.Context()
+    detok_in, main_in = ctx.socket(zmq.PULL), ctx.socket(zmq.PULL)
+    detok_in.bind(ipc.detokenizer_in)
+    main_in.bind(ipc.main_in)
+    sched = make_scheduler(256, max_running_requests=4)
+    sched.sample_fn.failing.add("bad")
+    loop = SchedulerLoop(sched, ipc, ctx)
+    send = ctx.socket(zmq.PUSH)
+    send.connect(ipc.scheduler_in)
+    try:
+        send.send_pyobj(TokenizedRequest("ok", [1, 2, 3], SamplingParams(max_new_tokens=6, ignore_eos=True)))
+        send.send_pyobj(TokenizedRequest("bad", [4, 5], SamplingParams(max_new_tokens=6, ignore_eos=True)))
+        time.sleep(0.2)
+        outs = []
+        for _ in range(20):
+            loop.run_once()
+            while detok_in.poll(10):
+                outs.extend(detok_in.recv_pyobj().outputs)
+        bad = [o for o in outs if o.rid == "bad"]
+        assert len(bad) == 1 and bad[0].finished and bad[0].error.code == 500
+        assert [t for o in outs if o.rid == "ok" for t in o.new_token_ids] == expected_output([1, 2, 3], 6)
+        assert not loop.live and not sched.has_work()
+        sched.check_invariants()
+    finally:
+        ctx.destroy(linger=0)
+        shutil.rmtree(ipc.tmpdir, ignore_errors=True)
