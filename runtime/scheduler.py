@@ -39,7 +39,8 @@ DECODE_RESERVE_PER_REQ = 8
 class Scheduler:
     """Progress guarantee (what `_build_batch` and `_admit` maintain):
 
-    - `running` is in admission order; its first request, the head, is never retracted. Each step
+    - `running` is in admission order (a readmitted request joins at the end); its first request,
+      the head, is never retracted. Each step
       the head gets a row of at least one token (a decode, a prefill chunk, or its whole draft):
       when the pool is short, the newest running requests are retracted first. The head always
       fits once they are, because `add_request` rejects prompt + max_new_tokens > pool size.
@@ -50,9 +51,10 @@ class Scheduler:
       (the whole pool is free to it); otherwise admission keeps a reserve for the running
       requests' next decode steps, and a retracted request waits until the rest of its run fits.
 
-    Bound: while requests are running or waiting (grammar compilation aside), every step makes
-    the head progress, so a workload finishes within sum(len(prompt) + max_new_tokens) steps after
-    its last arrival — `tests/runtime/test_scheduler_fuzz.py` checks this on random workloads.
+    Bound: every step that starts with a request running or waiting (grammar compilation aside)
+    makes its head progress, and a request is head at most once, so a workload takes at most
+    sum(len(prompt) + max_new_tokens) such steps — `tests/runtime/test_scheduler_fuzz.py` checks
+    this on random workloads (arrivals, aborts, tiny pools, chunking, drafts, with/without cache).
     """
 
     def __init__(self, config: EngineConfig, runner: Any, sample_fn: Any, tokenizer: Any,
