@@ -1,45 +1,78 @@
-"""The one frozen configuration object shared by Engine, Scheduler, ModelRunner and the server."""
+"""The one frozen configuration object shared by Engine, Scheduler, ModelRunner and the server.
+
+Every field is declared with `option(default, help=..., choices=...)`: its help text is the field's
+documentation and the source of its `arborlm serve` flag (runtime/server/config_flags.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
 # CPU kernels for decode attention and the layer's elementwise glue: "native" = the C++ kernels
 # (kernels/native_cpu.cpp, built on first use), "torch" = the pure-torch references, "auto" = native
 # where it builds and supports the device and dtype.
 KERNEL_BACKENDS = ("auto", "native", "torch")
+Choices = tuple[str, ...] | Callable[[], tuple[str, ...]]
 
 
 def default_cache_dir() -> str:
     return os.environ.get("ARBORLM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "arborlm"))
 
 
+def _policy_names() -> tuple[str, ...]:
+    from arborlm.runtime.policy import POLICIES
+
+    return tuple(sorted(POLICIES))
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, choices: Choices | None = None,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A documented EngineConfig field. `help` (and `choices`: a tuple, or a function returning
+    one for a registry) feed the generated `arborlm serve` flag, so a new field gets a flag with
+    its documentation without touching the server."""
+    metadata = {"help": help, "choices": choices}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class EngineConfig:
-    model: str = "smollm2"
-    dtype: str = "auto"  # "auto" resolves per device in model_loader.resolve_dtype
-    device: str = "cpu"
-    # KV budget: number of token slots in the pool (slot 0 is padding and never handed out).
-    max_total_tokens: int = 32768
-    max_running_requests: int = 64
-    max_context_len: int | None = None  # default: the model's max_position_embeddings
-    # Prefill budget per step (tokens), and the chunk size for long prompts (0 = no chunking).
-    max_prefill_tokens: int = 4096
-    chunked_prefill_size: int = 2048
-    schedule_policy: str = "lpm"
-    disable_radix_cache: bool = False
-    # Constrained decoding
-    # Speculative jump-forward: forced text is verified by the model, so output never changes.
-    jump_forward: bool = True
-    grammar_compile_threads: int = 2
-    json_whitespace: str | None = None  # None = compact
-    kernel_backend: str = "auto"
-    num_threads: int | None = None  # torch intra-op threads; None = leave torch's default
-    cache_dir: str = field(default_factory=default_cache_dir)
-    random_seed: int = 0
+    model: str = option("smollm2", help="embedded model name ('smollm2') or a local HF model folder")
+    dtype: str = option("auto", choices=("auto",) + SUPPORTED_DTYPES,
+                        help="weight / activation dtype ('auto': bfloat16 on GPUs and bf16-capable CPUs, "
+                             "else float32; resolved in model_loader.resolve_dtype)")
+    device: str = option("cpu", help="torch device, e.g. cpu or cuda")
+    max_total_tokens: int = option(32768, help="KV pool size in token slots (slot 0 is padding), shared by "
+                                               "running requests and the radix cache")
+    max_running_requests: int = option(64, help="most requests running (decoding or prefilling) at once")
+    max_context_len: int | None = option(None, help="longest prompt + completion; unset: the model's "
+                                                    "max_position_embeddings")
+    max_prefill_tokens: int = option(4096, help="prefill token budget per scheduler step")
+    chunked_prefill_size: int = option(2048, help="split long prompts into chunks of this many tokens "
+                                                  "(0: no chunking)")
+    schedule_policy: str = option("lpm", choices=_policy_names,
+                                  help="waiting-queue order: lpm = longest cached prefix first, "
+                                       "fcfs = arrival order")
+    disable_radix_cache: bool = option(False, help="do not reuse KV across requests")
+    jump_forward: bool = option(True, help="speculative jump-forward: grammar-forced text becomes a draft the "
+                                           "model verifies in one step (output never changes)")
+    grammar_compile_threads: int = option(2, help="threads compiling regex / JSON-schema grammars")
+    json_whitespace: str | None = option(None, help="regex of the whitespace allowed between JSON tokens in "
+                                                    "schema-constrained output; unset: none (compact JSON)")
+    kernel_backend: str = option("auto", choices=KERNEL_BACKENDS,
+                                 help="CPU kernels for decode attention and the layer glue: native = C++ "
+                                      "(built on first use), torch = pure-torch references, auto = native "
+                                      "where it builds")
+    num_threads: int | None = option(None, help="torch intra-op threads; unset: torch's own choice")
+    cache_dir: str = option(default_factory=default_cache_dir,
+                            help="where converted models and built kernels are cached ($ARBORLM_CACHE)")
+    random_seed: int = option(0, help="seed of the sampler's generator for requests without their own seed: "
+                                      "the same seed and the same sequence of batches give the same samples")
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in SUPPORTED_DTYPES:

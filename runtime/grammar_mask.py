@@ -14,9 +14,9 @@ from arborlm.runtime.types import Req
 
 
 class GrammarSampler:
-    def __init__(self, vocab_size: int, eos_token_ids: set[int], device: str) -> None:
+    def __init__(self, vocab_size: int, eos_token_ids: set[int], device: str, random_seed: int = 0) -> None:
         self.vocab_size = vocab_size
-        self.sampler = Sampler(vocab_size, eos_token_ids, device)
+        self.sampler = Sampler(vocab_size, eos_token_ids, device, random_seed)
         self._cpu_mask: torch.Tensor | None = None  # reused host buffer [max_rows, ceil(V/32)]
 
     def __call__(self, logits: torch.Tensor, reqs: list[Req]) -> SampleResult:

@@ -43,13 +43,14 @@ class KVManager:
 
     # ---- request lifecycle ----
     def match_len(self, ids: list[int]) -> int:
-        return len(self.cache.match_prefix(ids)[0])
+        """How many leading tokens of `ids` the cache holds; read-only (policies call it often)."""
+        return self.cache.match_len(ids)
 
     def admit(self, req: Req, max_match: int) -> None:
         """Give the request a table row and lock its longest cached prefix (at most max_match)."""
         assert req.req_pool_idx is None and not req.slot_ids
         req.req_pool_idx = self.rows.alloc()
-        slots, node = self.cache.match_prefix(req.fill_ids[:max_match])
+        slots, node = self.cache.claim_prefix(req.fill_ids[:max_match])
         self.cache.lock(node)
         req.last_node = node
         req.slot_ids = list(slots)
@@ -69,7 +70,7 @@ class KVManager:
         num_present = self.cache.insert(ids, req.slot_ids)
         if num_present > req.prefix_len:
             self.slots.free(req.slot_ids[req.prefix_len:num_present])
-        slots, node = self.cache.match_prefix(ids)
+        slots, node = self.cache.claim_prefix(ids)
         self.cache.lock(node)
         self.cache.unlock(req.last_node)
         req.last_node = node

@@ -7,6 +7,11 @@ storing it again. Every edge holds a run of token ids (`key`) and the K/V slot o
 Pure Python on purpose (no torch, no numpy, no request objects): the scheduler owns the policy
 of who locks what; this module only answers "what is cached", "take ownership of these slots"
 and "give back slots nobody is using". See design.md §4-§5 for the slot-ownership invariant.
+
+Reads are read-only: `match_prefix` (the lpm policy asks it about every waiting request every
+step) neither splits edges nor touches the LRU clock; `claim_prefix` is the mutating match of a
+request about to lock its prefix. `evict` is incremental: unlocked leaves are kept in a lazy heap
+updated as nodes are touched, unlocked and emptied, so no call walks the whole tree.
 """
 
 from __future__ import annotations
@@ -61,14 +66,41 @@ class RadixCache:
         self.root = self._new_node(None, [], [])
         self._evictable = 0
         self._protected = 0
+        self._num_nodes = 0  # excluding the root
+        # Eviction candidates: (last_access, uid, node), pushed whenever a node may have become an
+        # unlocked leaf or was touched. Entries go stale (node locked, got children, touched again,
+        # evicted) and are skipped when popped; the heap is rebuilt when stale ones dominate.
+        self._leaf_heap: list[tuple[int, int, RadixNode]] = []
 
     def _new_node(self, parent: RadixNode | None, key: list[int], value: list[int]) -> RadixNode:
         self._uid += 1
+        if parent is not None:
+            self._num_nodes += 1
         return RadixNode(parent, key, value, self._uid)
 
     def _touch(self, node: RadixNode) -> None:
         self._clock += 1
         node.last_access = self._clock
+        self._offer_leaf(node)
+
+    def _offer_leaf(self, node: RadixNode) -> None:
+        """Make `node` an eviction candidate if it is an unlocked leaf now (O(log n))."""
+        if node.children or node.lock_ref or node is self.root:
+            return
+        heapq.heappush(self._leaf_heap, (node.last_access, node.uid, node))
+        if len(self._leaf_heap) > 2 * self._num_nodes + 64:
+            self._rebuild_leaf_heap()
+
+    def _is_candidate(self, entry: tuple[int, int, RadixNode]) -> bool:
+        last_access, _, node = entry
+        return (node.parent is not None and not node.children and node.lock_ref == 0
+                and node.last_access == last_access)
+
+    def _rebuild_leaf_heap(self) -> None:
+        """Drop stale entries (amortised: runs after at least as many pushes as there are nodes)."""
+        live = {id(e[2]): e for e in self._leaf_heap if self._is_candidate(e)}
+        self._leaf_heap = list(live.values())
+        heapq.heapify(self._leaf_heap)
 
     def _split(self, child: RadixNode, k: int) -> RadixNode:
         """Split `child`'s edge after `k` tokens (0 < k < len(key)); return the new upper node.
@@ -85,18 +117,57 @@ class RadixCache:
         return mid
 
     def match_prefix(self, ids: list[int]) -> tuple[list[int], RadixNode]:
-        """Slots of the longest cached prefix of `ids`, and the node ending exactly there
-        (splitting an edge if the match stops inside it). Touches the path for LRU.
-        The caller usually matches `ids[:-1]`: the last token must be computed to get logits."""
+        """Slots of the longest cached prefix of `ids`, and the deepest node whose whole path is
+        inside the match (when the match ends inside an edge, that edge's node is NOT returned:
+        its depth is less than len(slots)). Read-only: no edge split, no LRU touch, so a policy
+        may call it for every waiting request every step. Use `claim_prefix` for a match that
+        will be locked. The caller usually matches `ids[:-1]`: the last token must be computed."""
+        node, pos, slots = self.root, 0, []
+        num_ids = len(ids)
+        while pos < num_ids:
+            child = node.children.get(ids[pos])
+            if child is None:
+                break
+            key = child.key
+            end = pos + len(key)
+            if end <= num_ids and ids[pos:end] == key:  # the usual case: the whole edge matches
+                slots += child.value
+                pos = end
+                node = child
+                continue
+            slots += child.value[: _common_len(key, ids, pos)]
+            break
+        return slots, node
+
+    def match_len(self, ids: list[int]) -> int:
+        """len(match_prefix(ids)[0]) without building the slot list (the lpm policy's question)."""
+        node, pos, num_ids = self.root, 0, len(ids)
+        while pos < num_ids:
+            child = node.children.get(ids[pos])
+            if child is None:
+                break
+            key = child.key
+            end = pos + len(key)
+            if end <= num_ids and ids[pos:end] == key:
+                pos = end
+                node = child
+                continue
+            return pos + _common_len(key, ids, pos)
+        return pos
+
+    def claim_prefix(self, ids: list[int]) -> tuple[list[int], RadixNode]:
+        """The match a request is about to lock (admission): the same slots as `match_prefix`, but
+        the edge where the match ends is split so the returned node ends exactly there, and the
+        path counts as used now (LRU)."""
         node, pos, slots = self.root, 0, []
         while pos < len(ids):
             child = node.children.get(ids[pos])
             if child is None:
                 break
             k = _common_len(child.key, ids, pos)
-            self._touch(child)
             if k < len(child.key):
                 child = self._split(child, k)
+            self._touch(child)
             slots.extend(child.value)
             pos += k
             node = child
@@ -149,33 +220,28 @@ class RadixCache:
             if node.lock_ref == 0:
                 self._protected -= len(node.key)
                 self._evictable += len(node.key)
+                self._offer_leaf(node)
             node = node.parent  # type: ignore[assignment]
 
     def evict(self, num_tokens: int) -> list[int]:
         """Free at least `num_tokens` slots if that many are evictable, else all evictable ones.
         Removes whole unlocked leaves, least recently used first; a parent left childless (and
-        unlocked) joins the heap. May free more than asked (a leaf goes whole)."""
+        unlocked) becomes a candidate. May free more than asked (a leaf goes whole). Incremental:
+        O((leaves removed + stale entries skipped) log n), never a walk over the whole tree."""
         freed: list[int] = []
-        if num_tokens <= 0:
-            return freed
-        heap: list[tuple[int, int, RadixNode]] = []
-        stack = [self.root]
-        while stack:  # collect unlocked leaves (iterative: deep chains must not hit recursion limits)
-            n = stack.pop()
-            if n.children:
-                stack.extend(n.children.values())
-            elif n is not self.root and n.lock_ref == 0:
-                heap.append((n.last_access, n.uid, n))
-        heapq.heapify(heap)
-        while heap and len(freed) < num_tokens:
-            _, _, leaf = heapq.heappop(heap)
+        while self._leaf_heap and len(freed) < num_tokens:
+            entry = heapq.heappop(self._leaf_heap)
+            if not self._is_candidate(entry):
+                continue
+            leaf = entry[2]
             parent = leaf.parent
             assert parent is not None
             del parent.children[leaf.key[0]]
+            leaf.parent = None  # detached: its other heap entries are stale
+            self._num_nodes -= 1
             freed.extend(leaf.value)
             self._evictable -= len(leaf.key)
-            if parent is not self.root and not parent.children and parent.lock_ref == 0:
-                heapq.heappush(heap, (parent.last_access, parent.uid, parent))
+            self._offer_leaf(parent)
         return freed
 
     def evictable_size(self) -> int:
@@ -224,6 +290,12 @@ class RadixCache:
             seen.update(n.value)
         assert evictable == self._evictable, f"evictable counter {self._evictable} != {evictable}"
         assert protected == self._protected, f"protected counter {self._protected} != {protected}"
+        nodes = self._nodes()
+        assert self._num_nodes == len(nodes) - 1, f"node counter {self._num_nodes} != {len(nodes) - 1}"
+        candidates = {id(e[2]) for e in self._leaf_heap if self._is_candidate(e)}
+        for n in nodes:
+            if n is not root and not n.children and n.lock_ref == 0:
+                assert id(n) in candidates, f"{n!r} is an unlocked leaf but not an eviction candidate"
 
 
 class NoCache:
@@ -244,6 +316,12 @@ class NoCache:
         """Nothing is cached, so nothing to forget."""
 
     def match_prefix(self, ids: list[int]) -> tuple[list[int], RadixNode]:
+        return [], self.root
+
+    def match_len(self, ids: list[int]) -> int:
+        return 0
+
+    def claim_prefix(self, ids: list[int]) -> tuple[list[int], RadixNode]:
         return [], self.root
 
     def insert(self, ids: list[int], slots: list[int]) -> int:

@@ -7,7 +7,9 @@ argmax after penalties and masks.
 Sampling uses the exponential race: token = argmax(probs / E) with E ~ Exp(1) i.i.d. per token,
 which draws exactly from `probs`. Its noise is indexed by token id, so a seeded row gets noise
 from its own `torch.Generator` seeded by (seed, len(output_ids)) and its draw does not depend on
-what else is in the batch. Unseeded rows share one noise tensor from the default generator.
+what else is in the batch. Unseeded rows share one noise tensor from the sampler's own generator,
+seeded once with `random_seed` (EngineConfig.random_seed): the same seed and the same sequence of
+batches reproduce their samples, whatever else the process draws from torch's global generator.
 
 Logprobs are of the MODEL's distribution: log_softmax of the raw logits (first `vocab_size`
 columns), before penalties, grammar masks, temperature and top-k/p truncation, as OpenAI and
@@ -55,10 +57,13 @@ def edits_logits(req: Req) -> bool:
 
 
 class Sampler:
-    def __init__(self, vocab_size: int, eos_token_ids: Iterable[int], device: torch.device | str = "cpu"):
+    def __init__(self, vocab_size: int, eos_token_ids: Iterable[int], device: torch.device | str = "cpu",
+                 random_seed: int = 0):
         self.vocab_size = vocab_size
         self.eos_token_ids = sorted({int(t) for t in eos_token_ids if 0 <= int(t) < vocab_size})
         self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device)  # noise of unseeded rows
+        self.generator.manual_seed(random_seed)
 
     # ---- public ------------------------------------------------------------------------------
 
@@ -214,7 +219,7 @@ class Sampler:
         noise = torch.empty_like(probs)  # [S, V]
         seeded = [k for k, r in enumerate(reqs) if r.params.seed is not None]
         if len(seeded) < len(reqs):
-            noise.exponential_()
+            noise.exponential_(generator=self.generator)
         for k in seeded:  # per-row loop only for seeded rows: each has its own generator
             r = reqs[k]
             gen = torch.Generator(device=probs.device)

@@ -26,7 +26,7 @@ def build_scheduler(cls: Any, config: EngineConfig) -> Any:
     if GrammarCompiler is not None:
         compiler = GrammarCompiler(loaded.tokenizer, num_threads=config.grammar_compile_threads,
                                    whitespace_pattern=config.json_whitespace)
-    sample_fn = GrammarSampler(runner.vocab_size, eos, config.device)
+    sample_fn = GrammarSampler(runner.vocab_size, eos, config.device, config.random_seed)
     sched = cls(config, runner, sample_fn, loaded.tokenizer, eos, compiler)
     sched.model_path = loaded.path
     return sched

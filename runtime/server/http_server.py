@@ -130,7 +130,7 @@ def create_app(state: ServerState,
     async def health_generate(request: Request) -> Response:
         """Generate one real token end to end."""
         ids = [int(tm.tokenizer.bos_token_id or 0)]
-        s = tm.submit(ids, SamplingParams(max_new_tokens=1, temperature=0.0), False)
+        s = await tm.submit(ids, SamplingParams(max_new_tokens=1, temperature=0.0), False)
         try:
             await asyncio.wait_for(collect(request, tm, [s]), 60)
         except (asyncio.TimeoutError, ApiError) as e:
@@ -162,7 +162,7 @@ def create_app(state: ServerState,
 
     @app.post("/abort_request", responses=ERRORS | {404: {"model": ErrorResponse}})
     async def abort_request(body: AbortRequest) -> dict[str, Any]:
-        if not tm.abort(body.rid):
+        if not await tm.abort(body.rid):
             raise ApiError(f"no running request with rid {body.rid!r}", 404, param="rid")
         return {"success": True}
 

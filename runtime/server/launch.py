@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from arborlm.runtime.config import EngineConfig
+from arborlm.runtime.server.config_flags import add_config_flags, config_from_args
 
 logger = logging.getLogger("arborlm.server")
 DEATH_GRACE_S = 2.0  # keep answering 503 this long after a child died, then exit
@@ -28,52 +28,22 @@ STARTUP_TIMEOUT_S = 900.0
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
-    d = EngineConfig()
     p = sub.add_parser(
         "serve", help="run the HTTP server (native /generate and the OpenAI-compatible API)",
         description="Serve a model over HTTP: POST /generate, /v1/completions, /v1/chat/completions, "
                     "GET /v1/models, /health, /metrics, ...", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=d.model, help="embedded model name ('smollm2') or a local HF model folder")
-    p.add_argument("--served-model-name", default=None, help="model id reported by /v1/models (default: --model)")
+    # Server options (not engine configuration); the engine's flags are generated from EngineConfig.
+    p.add_argument("--served-model-name", default=None, help="model id reported by /v1/models; unset: --model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=30000, help="TCP port to listen on")
-    p.add_argument("--dtype", default=d.dtype, choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weight / activation dtype ('auto': bfloat16 on GPUs and bf16-capable CPUs)")
-    p.add_argument("--device", default=d.device, help="torch device, e.g. cpu or cuda")
-    p.add_argument("--max-total-tokens", type=int, default=d.max_total_tokens,
-                   help="KV cache size in tokens, shared by running requests and the radix cache")
-    p.add_argument("--max-running-requests", type=int, default=d.max_running_requests,
-                   help="most requests decoding at once")
-    p.add_argument("--max-context-len", type=int, default=None,
-                   help="longest prompt + completion (default: the model's max_position_embeddings)")
-    p.add_argument("--max-prefill-tokens", type=int, default=d.max_prefill_tokens,
-                   help="prefill token budget per scheduler step")
-    p.add_argument("--chunked-prefill-size", type=int, default=d.chunked_prefill_size,
-                   help="split long prompts into chunks of this many tokens (0: no chunking)")
-    p.add_argument("--schedule-policy", default=d.schedule_policy, choices=["lpm", "fcfs"],
-                   help="waiting-queue order: lpm = longest cached prefix first, fcfs = arrival order")
-    p.add_argument("--disable-radix-cache", action="store_true", help="do not reuse KV across requests")
-    p.add_argument("--disable-jump-forward", action="store_true",
-                   help="do not append grammar-forced text without sampling")
-    p.add_argument("--num-threads", type=int, default=None, help="torch intra-op threads in the scheduler")
-    p.add_argument("--random-seed", type=int, default=d.random_seed, help="seed of the default sampler RNG")
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' on every route except /health")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level of all server processes (info: one line per finished request)")
     # Tests plug a fake scheduler in here; it must offer Scheduler's interface.
     p.add_argument("--scheduler-factory", default=None, help=argparse.SUPPRESS)
+    add_config_flags(p)
     p.set_defaults(func=serve)
-
-
-def engine_config(args: argparse.Namespace) -> EngineConfig:
-    return EngineConfig(
-        model=args.model, dtype=args.dtype, device=args.device, max_total_tokens=args.max_total_tokens,
-        max_running_requests=args.max_running_requests, max_context_len=args.max_context_len,
-        max_prefill_tokens=args.max_prefill_tokens, chunked_prefill_size=args.chunked_prefill_size,
-        schedule_policy=args.schedule_policy, disable_radix_cache=args.disable_radix_cache,
-        jump_forward=not args.disable_jump_forward, num_threads=args.num_threads, random_seed=args.random_seed,
-    )
 
 
 def _wait_ready(sock: Any, proc: mp.process.BaseProcess) -> Any:
@@ -116,7 +86,7 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s main] %(levelname)s %(message)s")
     try:
-        config = engine_config(args)
+        config = config_from_args(args)
     except ValueError as e:
         print(f"arborlm serve: {e}", file=sys.stderr)
         return 2

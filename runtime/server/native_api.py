@@ -3,6 +3,9 @@
 Response: {"text", "output_ids", "meta_info": {id, prompt_tokens, cached_tokens, completion_tokens,
 finish_reason, e2e_latency, [output_token_logprobs, output_top_logprobs, input_token_logprobs,
 input_top_logprobs]: entries [logprob, token_id, token_text]}}, or a list of those for a batch.
+`input_token_logprobs` has one entry per prompt token from `logprob_start_len` on; an entry's
+logprob is None where it was not computed: the prompt's first token, and the token at
+`logprob_start_len` itself (its logits position precedes the start).
 Streaming sends SSE chunks of that shape where `text` is cumulative (as SGLang) and `delta` is
 the new piece, plus `index` (the prompt's position in a batch); then `data: [DONE]`.
 """
@@ -15,11 +18,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from arborlm.runtime.server.protocol import ApiError, GenerateRequest
 from arborlm.runtime.server.streams import collect, first_then_rest, output_error, sse
-from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager, state_usage
+from arborlm.runtime.server.tokenizer_manager import ReqState, SubmitJob, TokenizerManager, state_usage
 from arborlm.runtime.types import SamplingParams
 
 
@@ -89,9 +92,11 @@ def meta_info(tm: TokenizerManager, s: ReqState) -> dict[str, Any]:
         info["output_token_logprobs"] = _lp_entries(tm, s.output_ids, s.logprobs)
         info["output_top_logprobs"] = _top_entries(tm, s.top_logprobs)
         if u.prompt_logprobs is not None:
+            # The scheduler's lists are indexed by prompt position (entry j: logprob of input_ids[j]);
+            # the API reports positions start.. of the prompt, so both sides are sliced alike.
             start = max(0, s.params.logprob_start_len)
-            info["input_token_logprobs"] = _lp_entries(tm, s.input_ids[start:], u.prompt_logprobs)
-            info["input_top_logprobs"] = _top_entries(tm, u.prompt_top_logprobs or [])
+            info["input_token_logprobs"] = _lp_entries(tm, s.input_ids[start:], u.prompt_logprobs[start:])
+            info["input_top_logprobs"] = _top_entries(tm, (u.prompt_top_logprobs or [])[start:])
     return info
 
 
@@ -103,8 +108,10 @@ async def generate(request: Request, body: GenerateRequest, tm: TokenizerManager
         if len(given) != len(prompts):
             raise ApiError("rid must have one entry per prompt", param="rid")
         rids = list(given)
-    all_params = [_params(body, tm, ids, i) for i, ids in enumerate(prompts)]  # validate all, then submit
-    states = [tm.submit(ids, p, body.stream, rid) for ids, p, rid in zip(prompts, all_params, rids, strict=False)]
+    tm.check_rids(rids)
+    # Validate the whole batch, then submit all or nothing: a 400 leaves nothing running.
+    jobs = [SubmitJob(ids, _params(body, tm, ids, i), rid) for i, (ids, rid) in enumerate(zip(prompts, rids))]
+    states = await tm.submit_all(jobs, body.stream)
 
     def result(s: ReqState) -> dict[str, Any]:
         return {"text": s.text, "output_ids": list(s.output_ids), "meta_info": meta_info(tm, s)}
@@ -124,4 +131,4 @@ async def generate(request: Request, body: GenerateRequest, tm: TokenizerManager
                 chunk = result(states[i]) | {"delta": out.text, "index": i}
                 yield sse(chunk)
 
-    return StreamingResponse(await first_then_rest(request, tm, states, events), media_type="text/event-stream")
+    return await first_then_rest(request, tm, states, events)

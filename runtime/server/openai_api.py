@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from arborlm.runtime.server.protocol import (
     ApiError,
@@ -22,7 +22,7 @@ from arborlm.runtime.server.protocol import (
     _SamplingFields,
 )
 from arborlm.runtime.server.streams import collect, first_then_rest, output_error, sse
-from arborlm.runtime.server.tokenizer_manager import ReqState, TokenizerManager, state_usage
+from arborlm.runtime.server.tokenizer_manager import ReqState, SubmitJob, TokenizerManager, state_usage
 from arborlm.runtime.types import SamplingParams
 
 # SamplingParams field -> the OpenAI parameter a client set, for error messages.
@@ -72,10 +72,10 @@ def build_params(req: _SamplingFields, max_tokens: int, logprobs: int | None) ->
     return d
 
 
-def submit_choices(tm: TokenizerManager, prompts: list[list[int]], req: _SamplingFields,
-                   max_tokens: int | None, logprobs: int | None, stream: bool) -> list[ReqState]:
-    """Validate everything first, then submit: a 400 must leave nothing running."""
-    jobs: list[tuple[list[int], SamplingParams]] = []
+async def submit_choices(tm: TokenizerManager, prompts: list[list[int]], req: _SamplingFields,
+                         max_tokens: int | None, logprobs: int | None, stream: bool) -> list[ReqState]:
+    """Validate everything first, then submit all or nothing: a 400 must leave nothing running."""
+    jobs: list[SubmitJob] = []
     for ids in prompts:
         mt = tm.default_max_tokens(ids) if max_tokens is None else max_tokens
         base = build_params(req, mt, logprobs)
@@ -88,8 +88,8 @@ def submit_choices(tm: TokenizerManager, prompts: list[list[int]], req: _Samplin
             except (TypeError, ValueError) as e:
                 raise ApiError(str(e)) from None
             tm.validate(ids, params, OPENAI_NAMES)
-            jobs.append((ids, params))
-    return [tm.submit(ids, p, stream) for ids, p in jobs]
+            jobs.append(SubmitJob(ids, params))
+    return await tm.submit_all(jobs, stream)
 
 
 def finish_reason(state: ReqState) -> str | None:
@@ -157,7 +157,7 @@ async def completions(request: Request, body: CompletionRequest, tm: TokenizerMa
     else:
         prompts = [tm.check_ids(p, "prompt")]
     max_tokens = 16 if body.max_tokens is None else body.max_tokens  # OpenAI's default for completions
-    states = submit_choices(tm, prompts, body, max_tokens, body.logprobs, body.stream)
+    states = await submit_choices(tm, prompts, body, max_tokens, body.logprobs, body.stream)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     fmt = LogprobFormatter(tm.tokenizer)
     want_lp = body.logprobs is not None
@@ -197,7 +197,7 @@ async def completions(request: Request, body: CompletionRequest, tm: TokenizerMa
         if include_usage:
             yield sse(base([]) | {"usage": usage(states, body.n)})
 
-    return StreamingResponse(await first_then_rest(request, tm, states, events), media_type="text/event-stream")
+    return await first_then_rest(request, tm, states, events)
 
 
 def chat_messages(body: ChatCompletionRequest) -> list[dict[str, Any]]:
@@ -234,7 +234,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, tm: To
     ids = tm.check_ids(tm.encode(text), "messages")
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    states = submit_choices(tm, [ids], body, max_tokens, logprobs, body.stream)
+    states = await submit_choices(tm, [ids], body, max_tokens, logprobs, body.stream)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     fmt = LogprobFormatter(tm.tokenizer)
 
@@ -279,5 +279,5 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, tm: To
         if include_usage:
             yield sse(base([], "chat.completion.chunk") | {"usage": usage(states, body.n)})
 
-    return StreamingResponse(await first_then_rest(request, tm, states, events), media_type="text/event-stream")
+    return await first_then_rest(request, tm, states, events)
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import anyio
 from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from arborlm.runtime.server.io_struct import TextOutput
 from arborlm.runtime.server.protocol import ApiError
@@ -34,6 +38,7 @@ class Merged:
     Closing it early aborts the requests still running (frees their KV)."""
 
     def __init__(self, tm: TokenizerManager, states: list[ReqState]) -> None:
+        self.tm, self.states = tm, states
         self.queue: asyncio.Queue[tuple[int, TextOutput]] = asyncio.Queue()
         self.left = len(states)
         self.tasks = [asyncio.create_task(self._pump(tm, i, s)) for i, s in enumerate(states)]
@@ -54,9 +59,45 @@ class Merged:
         return item
 
     async def close(self) -> None:
+        """Stop listening and abort every request not finished yet. Explicit, because a pump task
+        cancelled before it first ran never enters `tm.outputs`, whose own cleanup would abort."""
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        for state in self.states:
+            if not state.finished:
+                await self.tm.abort(state.rid)
+
+
+class ReleasingStream(StreamingResponse):
+    """An SSE response that releases its requests however it ends: finished, client gone before
+    the first byte or mid-stream, or an error. Starlette may never start the body iterator (a
+    disconnect noticed before the first chunk), so the cleanup cannot live in the iterator's
+    `finally` alone. The client's disconnect is watched for the whole response, whatever ASGI
+    spec version the server speaks."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def stream() -> None:
+                    with contextlib.suppress(OSError):  # the client went away while we sent
+                        await self.stream_response(send)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                await self.on_close()
 
 
 async def until_disconnect(request: Request, aw: Awaitable[T]) -> T:
@@ -97,8 +138,9 @@ async def collect(request: Request, tm: TokenizerManager, states: list[ReqState]
 async def first_then_rest(
     request: Request, tm: TokenizerManager, states: list[ReqState],
     events: Callable[[AsyncIterator[tuple[int, TextOutput]]], AsyncIterator[str]],
-) -> AsyncIterator[str]:
-    """Wait for the first output (a 400 is still possible until then), then stream SSE events."""
+) -> ReleasingStream:
+    """Wait for the first output (a 400 is still possible until then), then stream SSE events.
+    Every way out (error, disconnect before or during the body, the end) aborts what is running."""
     merged = Merged(tm, states)
     try:
         first = await until_disconnect(request, merged.__anext__())
@@ -123,4 +165,4 @@ async def first_then_rest(
         finally:
             await merged.close()
 
-    return body()
+    return ReleasingStream(body(), merged.close)

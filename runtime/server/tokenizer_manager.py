@@ -53,6 +53,16 @@ class ReqState:
     usage: Usage | None = None  # from the finishing output
     first_output_time: float | None = None
     last_output_time: float | None = None
+    abort_sent: bool = False
+
+
+@dataclass
+class SubmitJob:
+    """One scheduler request a route wants to send (validated already)."""
+
+    input_ids: list[int]
+    params: SamplingParams
+    rid: str | None = None
 
 
 def state_usage(state: ReqState) -> Usage:
@@ -129,21 +139,59 @@ class TokenizerManager:
 
     # ---- requests ----
 
-    def submit(self, input_ids: list[int], params: SamplingParams, stream: bool, rid: str | None = None) -> ReqState:
+    def check_rids(self, rids: list[str | None]) -> None:
+        """Raise ApiError (400, param rid) if a given rid repeats in `rids` or is already running,
+        so a batch is rejected before any of it is sent."""
+        seen: set[str] = set()
+        for rid in rids:
+            if rid is None:
+                continue
+            if rid in seen:
+                raise ApiError(f"request id {rid!r} appears twice in the batch", param="rid")
+            if rid in self.states:
+                raise ApiError(f"request id {rid!r} is already in use", param="rid")
+            seen.add(rid)
+
+    async def submit(self, input_ids: list[int], params: SamplingParams, stream: bool,
+                     rid: str | None = None) -> ReqState:
         if self.dead_reason:
             raise ApiError(self.dead_reason, status=503, type="server_error")
         rid = rid or uuid.uuid4().hex
-        if rid in self.states:
-            raise ApiError(f"request id {rid!r} is already in use", param="rid")
+        self.check_rids([rid])
         state = ReqState(rid, input_ids, params, stream)
         self.states[rid] = state
-        self.to_sched.send_pyobj(TokenizedRequest(rid, input_ids, params, stream), copy=False)
+        try:
+            await self.to_sched.send_pyobj(TokenizedRequest(rid, input_ids, params, stream), copy=False)
+        except BaseException as e:
+            del self.states[rid]  # never reached the scheduler: nothing to abort
+            if isinstance(e, zmq.ZMQError):
+                raise ApiError(f"could not send the request to the scheduler: {e}", 503,
+                               type="server_error") from None
+            raise
         return state
 
-    def abort(self, rid: str) -> bool:
-        if rid not in self.states or self.dead_reason:
+    async def submit_all(self, jobs: list[SubmitJob], stream: bool) -> list[ReqState]:
+        """Submit a route's requests all or nothing: rids are checked for the whole batch first,
+        and if one submission fails the ones already sent are aborted before the error propagates."""
+        self.check_rids([job.rid for job in jobs])
+        states: list[ReqState] = []
+        try:
+            for job in jobs:
+                states.append(await self.submit(job.input_ids, job.params, stream, job.rid))
+        except BaseException:
+            for state in states:
+                await self.abort(state.rid)
+            raise
+        return states
+
+    async def abort(self, rid: str) -> bool:
+        """Ask the scheduler to stop `rid` (once); its finished output then frees the rid."""
+        state = self.states.get(rid)
+        if state is None or state.finished or self.dead_reason:
             return False
-        self.to_sched.send_pyobj(AbortReq(rid))
+        if not state.abort_sent:
+            state.abort_sent = True
+            await self.to_sched.send_pyobj(AbortReq(rid))
         return True
 
     async def outputs(self, state: ReqState) -> AsyncIterator[TextOutput]:
@@ -156,7 +204,7 @@ class TokenizerManager:
                     return
         finally:
             if not state.finished:
-                self.abort(state.rid)
+                await self.abort(state.rid)
 
     async def rpc(self, method: str, timeout: float = 30.0) -> Any:
         if self.dead_reason:

@@ -49,11 +49,42 @@ def test_insert_then_match_exact_and_longer() -> None:
     c.check_invariants()
 
 
+def snapshot(c: RadixCache) -> list[tuple]:
+    """Everything a read could change: structure, slots, locks and LRU stamps of every node."""
+    return sorted((n.uid, tuple(n.key), tuple(n.value), n.lock_ref, n.last_access,
+                   n.parent.uid if n.parent else None) for n in c._nodes())
+
+
+def test_match_prefix_is_read_only() -> None:
+    c = RadixCache()
+    c.insert([1, 2, 3, 4], [10, 11, 12, 13])
+    c.insert([1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 15, 16])
+    c.insert([7, 8], [17, 18])
+    before = snapshot(c)
+    slots, node = c.match_prefix([1, 2, 9])  # ends inside the [1, 2, 3, 4] edge
+    assert slots == [10, 11] and node is c.root  # no node ends at 2 and none is made
+    slots, node = c.match_prefix([1, 2, 3, 4, 5])
+    assert slots == [10, 11, 12, 13, 15] and depth(node) == 4
+    assert c.match_prefix([7, 8, 9])[0] == [17, 18]
+    assert [c.match_len(x) for x in ([1, 2, 9], [1, 2, 3, 4, 5], [7, 8, 9], [5])] == [2, 5, 2, 0]
+    assert snapshot(c) == before
+    c.check_invariants()
+
+
+def test_match_prefix_does_not_touch_lru() -> None:
+    c = RadixCache()
+    c.insert([1, 1], [10, 11])
+    c.insert([2, 2], [20, 21])
+    for _ in range(3):
+        c.match_prefix([1, 1])  # reads (the lpm policy) must not make [1, 1] recent
+    assert c.evict(1) == [10, 11]
+
+
 def test_partial_match_splits_edge() -> None:
     c = RadixCache()
     c.insert([1, 2, 3, 4], [10, 11, 12, 13])
     assert len(c.root.children) == 1 and len(c.root.children[1].key) == 4
-    slots, node = c.match_prefix([1, 2, 9])
+    slots, node = c.claim_prefix([1, 2, 9])
     assert slots == [10, 11]
     assert node.key == [1, 2] and node.value == [10, 11] and depth(node) == 2
     (lower,) = node.children.values()
@@ -63,7 +94,7 @@ def test_partial_match_splits_edge() -> None:
     # The full sequence still matches through the split, with the same slots.
     assert c.match_prefix([1, 2, 3, 4])[0] == [10, 11, 12, 13]
     # A prefix ending inside an edge (no mismatch, just shorter) splits too.
-    slots, node = c.match_prefix([1, 2, 3])
+    slots, node = c.claim_prefix([1, 2, 3])
     assert slots == [10, 11, 12] and depth(node) == 3 and node.key == [3]
     c.check_invariants()
 
@@ -122,7 +153,7 @@ def test_split_of_locked_edge_keeps_handles_and_sizes() -> None:
     c.insert([1, 2, 3, 4], [10, 11, 12, 13])
     _, node = c.match_prefix([1, 2, 3, 4])
     c.lock(node)
-    slots, mid = c.match_prefix([1, 2])  # splits the locked edge
+    slots, mid = c.claim_prefix([1, 2])  # splits the locked edge
     assert slots == [10, 11] and mid.lock_ref == 1 and node.parent is mid
     assert c.protected_size() == 4 and c.evictable_size() == 0
     c.check_invariants()
@@ -136,8 +167,8 @@ def test_evict_lru_order_only_unlocked_leaves() -> None:
     c.insert([1, 1], [10, 11])
     c.insert([2, 2], [20, 21])
     c.insert([3, 3], [30, 31])
-    c.match_prefix([1, 1])  # 1 is now the most recent; 2 the least
-    _, n3 = c.match_prefix([3, 3])
+    c.claim_prefix([1, 1])  # 1 is now the most recent; 2 the least
+    _, n3 = c.claim_prefix([3, 3])
     c.lock(n3)
     assert c.evict(1) == [20, 21]  # whole leaf, LRU first
     assert c.evict(1) == [10, 11]
@@ -181,6 +212,24 @@ def test_evict_frees_at_least_requested() -> None:
     assert c.evict(0) == []
 
 
+def test_evict_is_incremental(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evicting a few leaves of a big tree does not rebuild a heap over all of its leaves."""
+    import arborlm.runtime.radix_cache as rc
+
+    c = RadixCache()
+    slots = Slots()
+    for i in range(5000):
+        c.insert([i // 50, i], slots.take(2) if i % 50 == 0 else [0, slots.take(1)[0]])
+    c.check_invariants()
+    heapified: list[int] = []
+    real = rc.heapq.heapify
+    monkeypatch.setattr(rc.heapq, "heapify", lambda h: (heapified.append(len(h)), real(h))[1])
+    freed = [c.evict(1) for _ in range(100)]
+    assert all(len(f) == 1 for f in freed)
+    assert sum(heapified) < 5000, f"heapify over {sum(heapified)} entries for 100 small evictions"
+    c.check_invariants()
+
+
 def test_reset() -> None:
     c = RadixCache()
     c.insert([1, 2], [3, 4])
@@ -220,7 +269,8 @@ def test_deep_chain_no_recursion_limit() -> None:
 def test_nocache() -> None:
     c = make_cache(disable=True)
     assert isinstance(c, NoCache) and not c.enabled
-    assert c.match_prefix([1, 2, 3]) == ([], c.root)
+    assert c.match_prefix([1, 2, 3]) == ([], c.root) == c.claim_prefix([1, 2, 3])
+    assert c.match_len([1, 2, 3]) == 0
     assert c.insert([1, 2, 3], [7, 8, 9]) == 3  # "all present": the caller frees all its slots
     assert c.match_prefix([1, 2, 3]) == ([], c.root)
     c.lock(c.root)
@@ -292,13 +342,21 @@ class RadixMachine(RuleBasedStateMachine):
         return {seq[: i + 1] for seq, _ in self.locks for i in range(len(seq))}
 
     def do_match(self, ids: list[int]) -> tuple[list[int], RadixNode]:
-        slots, node = self.cache.match_prefix(ids)
+        slots, node = self.cache.claim_prefix(ids)
         assert slots == self.ref_match(ids)
         assert depth(node) == len(slots), "the returned node must end exactly at the match"
         return slots, node
 
     @rule(ids=TOKENS)
     def match(self, ids: list[int]) -> None:
+        before = snapshot(self.cache)
+        slots, node = self.cache.match_prefix(ids)
+        assert slots == self.ref_match(ids) and self.cache.match_len(ids) == len(slots)
+        assert depth(node) <= len(slots) and slots[:depth(node)] == self.ref_match(ids)[:depth(node)]
+        assert snapshot(self.cache) == before, "match_prefix changed the tree"
+
+    @rule(ids=TOKENS)
+    def claim(self, ids: list[int]) -> None:
         self.do_match(ids)
 
     @rule(ids=TOKENS)
@@ -345,9 +403,14 @@ class RadixMachine(RuleBasedStateMachine):
 
     @rule(n=st.integers(0, 12))
     def evict(self, n: int) -> None:
+        leaves = [x for x in self.cache._nodes() if x.parent is not None and not x.children and not x.lock_ref]
+        lru = min(leaves, key=lambda x: (x.last_access, x.uid), default=None)
+        lru_slots = list(lru.value) if lru is not None else []
         evictable = self.cache.evictable_size()
         locked_slots = {self.ref[p] for p in self.locked_prefixes()}
         freed = self.cache.evict(n)
+        if n > 0 and lru is not None:
+            assert freed[: len(lru_slots)] == lru_slots, "evict did not start with the LRU unlocked leaf"
         assert len(freed) == len(set(freed))
         assert not set(freed) & locked_slots, "evict freed a locked token"
         assert len(freed) >= min(n, evictable) and len(freed) <= evictable

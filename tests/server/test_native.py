@@ -152,3 +152,34 @@ def test_flush_cache_409_while_running_and_abort(client: httpx.Client, server: S
     assert client.post("/flush_cache").status_code == 200
     assert kv_state(client)["tokens_in_tree"] == 0
     assert client.post("/abort_request", json={"rid": "no-such"}).status_code == 404
+
+
+def test_prompt_logprobs_with_start_match_start_zero(client: httpx.Client) -> None:
+    """logprob_start_len > 0 reports the same values as start = 0 for the same prompt positions."""
+    ids = [400, 401, 402, 403, 404, 405, 406]
+
+    def input_lps(start: int) -> list[list]:
+        client.post("/flush_cache")  # no cached prefix: each run computes every position it reports
+        r = client.post("/generate", json={"input_ids": ids, "return_logprob": True, "logprob_start_len": start,
+                                           "sampling_params": {"max_new_tokens": 1, "temperature": 0}})
+        assert r.status_code == 200, r.text
+        return r.json()["meta_info"]["input_token_logprobs"]
+
+    full, part = input_lps(0), input_lps(3)
+    assert [e[1] for e in full] == ids and [e[1] for e in part] == ids[3:]
+    assert full[0][0] is None and all(isinstance(e[0], float) for e in full[1:])
+    assert part[0][0] is None  # its logits position (2) is before the start
+    for got, want in zip(part[1:], full[4:], strict=True):
+        assert abs(got[0] - want[0]) < 1e-3, (part, full)
+
+
+def test_batch_with_duplicate_rids_is_400_and_leaves_nothing_running(client: httpx.Client) -> None:
+    wait_idle(client)
+    r = client.post("/generate", json={"text": ["one", "two"], "rid": ["dup", "dup"],
+                                       "sampling_params": {"max_new_tokens": 1000, "ignore_eos": True}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "rid", r.text
+    s = kv_state(client)
+    assert s["num_running"] == 0 and s["num_waiting"] == 0, s
+    assert client.post("/abort_request", json={"rid": "dup"}).status_code == 404  # not registered
+    r = client.post("/generate", json={"text": "three", "rid": "dup", "sampling_params": {"max_new_tokens": 2}})
+    assert r.status_code == 200 and r.json()["meta_info"]["id"] == "dup"
