@@ -31,9 +31,9 @@ def scripted_decode(g, tokenizer, target: str, use_draft: bool):
 
     for passes in range(1, 400):
         draft = m.propose_draft(tokenizer, 64) if use_draft else []
-        state = (m.state, list(m._tokens))
+        state = (m.num_tokens, m.forced_text(), m.allowed_tokens())
         if draft:
-            assert (m.state, m._tokens) == state  # proposing never moves the matcher
+            assert (m.num_tokens, m.forced_text(), m.allowed_tokens()) == state  # proposing never moves the matcher
         for d in [*draft, None]:
             t = choose()
             if t is None:
