@@ -75,7 +75,10 @@ def test_draft_is_cut_to_the_limit_and_to_what_the_grammar_allows(compiler, toke
     g = compiler.compile_sync("json_schema", SCHEMA)
     m = g.matcher()
     full = m.propose_draft(tokenizer, 64)
-    assert tokenizer.decode(full) == '{"name":"'
+    # outlines drafts the whole forced text; llguidance stops before a last token that a longer
+    # token could still extend (its fast-forward tokens): a non-empty prefix either way.
+    want = '{"name":"' if compiler.backend == "outlines" else '{"name'
+    assert tokenizer.decode(full) == want
     assert m.propose_draft(tokenizer, 1) == full[:1]
     assert m.propose_draft(tokenizer, 0) == []
     for t in tokenizer.encode('{"name":"Ron"', add_special_tokens=False):
