@@ -7,6 +7,7 @@ import math
 import re
 from typing import Any
 
+from .number_digits import max_magnitude
 from .regex_gen import (
     INT_FORMATS,
     STRING_FORMATS,
@@ -15,7 +16,6 @@ from .regex_gen import (
     number_range,
     pattern_to_regex,
 )
-from .number_digits import max_magnitude
 from .regex_len import pattern_with_length
 from .schema_merge import FALSE, disjoint
 

@@ -11,6 +11,9 @@ SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
 # (kernels/native_cpu.cpp, built on first use), "torch" = the pure-torch references, "auto" = native
 # where it builds and supports the device and dtype.
 KERNEL_BACKENDS = ("auto", "native", "torch")
+# Grammar engines (constrain/compiler.py BACKENDS): both enforce the same regexes; llguidance also
+# compiles `ebnf` grammars and compiles in milliseconds (see constrain/README_json.md for the numbers).
+GRAMMAR_BACKENDS = ("outlines", "llguidance")
 
 
 def default_cache_dir() -> str:
@@ -36,6 +39,10 @@ class EngineConfig:
     jump_forward: bool = True
     grammar_compile_threads: int = 2
     json_whitespace: str | None = None  # None = compact
+    grammar_backend: str = "llguidance"  # one of GRAMMAR_BACKENDS
+    # JSON numbers without a bound: at most this many integral and fraction digits (15: exact in an
+    # IEEE double, see constrain/number_digits.py); 0 = unbounded. Per request: json_number_digits.
+    json_number_digits: int = 15
     kernel_backend: str = "auto"
     num_threads: int | None = None  # torch intra-op threads; None = leave torch's default
     cache_dir: str = field(default_factory=default_cache_dir)
@@ -44,6 +51,11 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is not supported; choose one of {('auto',) + SUPPORTED_DTYPES}")
+        if self.grammar_backend not in GRAMMAR_BACKENDS:
+            raise ValueError(f"grammar_backend={self.grammar_backend!r} is not one of {GRAMMAR_BACKENDS}")
+        if isinstance(self.json_number_digits, bool) or not isinstance(self.json_number_digits, int) \
+                or not 0 <= self.json_number_digits <= 400:
+            raise ValueError(f"json_number_digits={self.json_number_digits!r} must be an integer in [0, 400] (0: unbounded)")
         if self.kernel_backend not in KERNEL_BACKENDS:
             raise ValueError(f"kernel_backend={self.kernel_backend!r} is not one of {KERNEL_BACKENDS}")
         if self.max_total_tokens < 16:

@@ -77,7 +77,8 @@ class Scheduler(SpeculativeJumpForward):
             GrammarCompiler = None  # noqa: N806
         if GrammarCompiler is not None:
             compiler = GrammarCompiler(loaded.tokenizer, num_threads=config.grammar_compile_threads,
-                                       whitespace_pattern=config.json_whitespace)
+                                       whitespace_pattern=config.json_whitespace, backend=config.grammar_backend,
+                                       number_digits=config.json_number_digits)
         sample_fn = GrammarSampler(runner.vocab_size, eos, config.device)
         sched = cls(config, runner, sample_fn, loaded.tokenizer, eos, compiler)
         sched.model_path = loaded.path
@@ -106,9 +107,9 @@ class Scheduler(SpeculativeJumpForward):
         if p.grammar is not None:
             if self.grammar_compiler is None:
                 del self.requests[req.rid]
-                raise ValueError("constrained decoding (regex / json_schema / choices) is not available")
+                raise ValueError("constrained decoding (regex / json_schema / choices / ebnf) is not available")
             kind, spec = p.grammar
-            req.grammar_future = self.grammar_compiler.compile(kind, spec)
+            req.grammar_future = self.grammar_compiler.compile(kind, spec, p.json_number_digits)
             req.status = ReqStatus.WAITING_GRAMMAR
             self.grammar_waiting.append(req)
         else:

@@ -39,6 +39,10 @@ class SamplingParams:
     regex: str | None = None
     json_schema: Any = None  # dict, JSON string, or a pydantic model class
     choices: list[str] | None = None
+    ebnf: str | None = None  # a Lark / GBNF grammar (needs the llguidance grammar engine)
+    # JSON numbers without a bound: at most this many integral / fraction digits (0: unbounded);
+    # None: the engine's json_number_digits.
+    json_number_digits: int | None = None
     jump_forward: bool | None = None  # None: the engine's default
     # Logprobs
     return_logprob: bool = False
@@ -75,6 +79,8 @@ class SamplingParams:
             return ("json_schema", self.json_schema)
         if self.choices is not None:
             return ("choice", self.choices)
+        if self.ebnf is not None:
+            return ("ebnf", self.ebnf)
         return None
 
     def validate(self, vocab_size: int | None = None) -> None:
@@ -125,7 +131,7 @@ class SamplingParams:
             bad("stop_token_ids", "must be a list of integers")
         if vocab_size is not None and any(not 0 <= t < vocab_size for t in self.stop_token_ids):
             bad("stop_token_ids", f"token ids must be in [0, {vocab_size})")
-        set_grammars = [n for n in ("regex", "json_schema", "choices") if getattr(self, n) is not None]
+        set_grammars = [n for n in ("regex", "json_schema", "choices", "ebnf") if getattr(self, n) is not None]
         if len(set_grammars) > 1:
             raise ValueError(f"sampling parameters {set_grammars} are mutually exclusive: give at most one")
         if self.regex is not None and not isinstance(self.regex, str):
@@ -135,6 +141,13 @@ class SamplingParams:
             or not all(isinstance(c, str) and c for c in self.choices)
         ):
             bad("choices", "must be a non-empty list of non-empty strings")
+        if self.ebnf is not None and (not isinstance(self.ebnf, str) or not self.ebnf.strip()):
+            bad("ebnf", "must be a non-empty grammar text (Lark or GBNF)")
+        if self.json_number_digits is not None and (
+            isinstance(self.json_number_digits, bool) or not isinstance(self.json_number_digits, int)
+            or not 0 <= self.json_number_digits <= 400
+        ):
+            bad("json_number_digits", "must be an integer in [0, 400] (0: unbounded)")
 
 
 class ReqStatus(enum.Enum):

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-
 GRAMMAR_BACKENDS = ("outlines", "llguidance")
 
 
