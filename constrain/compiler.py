@@ -1,6 +1,12 @@
-"""GrammarCompiler: (kind, spec) -> CompiledGrammar (regex + outlines-core token Index), cached and
-compiled on a thread pool. The compiled grammar is immutable and shared; per-request state lives in
-`GrammarMatcher` (xgrammar / outlines-core style)."""
+"""GrammarCompiler: (kind, spec) -> compiled grammar, cached and compiled on a thread pool. The
+compiled grammar is immutable and shared; per-request state lives in a matcher (xgrammar /
+outlines-core style).
+
+Two engines (`grammar_backend`), behind the same interface and the same int32 bitmask rows:
+  outlines    regex -> outlines-core token Index (eager; CompiledGrammar + GrammarMatcher)
+  llguidance  regex or Lark/GBNF text -> llguidance LLMatcher (lazy; llguidance_backend.py)
+Both get the same regex for regex / choice / json_schema (the JSON Schema normaliser's output), so
+both enforce exactly the same language; only `ebnf` grammars need llguidance."""
 
 from __future__ import annotations
 
@@ -15,11 +21,13 @@ from typing import Any
 
 from outlines_core import Index
 
+from .number_digits import DEFAULT_JSON_NUMBER_DIGITS, check_number_digits
+from .regex_check import RegexNotSupported, check_user_regex
 from .regex_gen import UnsupportedSchema
 from .schema import schema_to_regex
 from .vocab import TokenVocab, get_token_vocab
 
-KINDS = ("regex", "json_schema", "choice")
+KINDS = ("regex", "json_schema", "choice", "ebnf")
 
 
 class GrammarError(ValueError):
@@ -34,6 +42,7 @@ class CompiledGrammar:
     index: Index
     vocab: TokenVocab
     compile_ms: float
+    backend: str = "outlines"
     # Per-FSM-state facts shared by all matchers of this grammar (filled lazily, GIL-safe dicts).
     _forced: dict[int, bytes] = field(default_factory=dict, repr=False)
     _terminal: dict[int, bool] = field(default_factory=dict, repr=False)
@@ -72,22 +81,55 @@ def _schema_obj(spec: Any) -> Any:
     raise GrammarError(f"json_schema must be a dict, a JSON string or a pydantic model class, got {type(spec).__name__}")
 
 
-def canonical_key(kind: str, spec: Any) -> str:
+def canonical_key(kind: str, spec: Any, number_digits: int = DEFAULT_JSON_NUMBER_DIGITS) -> str:
     if kind not in KINDS:
         raise GrammarError(f"unknown grammar kind {kind!r}; expected one of {KINDS}")
+    prefix = kind
     if kind == "json_schema":
         spec = _schema_obj(spec)
+        prefix += f"/digits={number_digits}"
     try:
-        return kind + ":" + json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        return prefix + ":" + json.dumps(spec, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as e:
         raise GrammarError(f"{kind} spec is not JSON-serialisable: {e}") from None
+
+
+def _build_outlines(compiler: GrammarCompiler, kind: str, key: str, source: str, t0: float) -> CompiledGrammar:
+    if kind == "ebnf":
+        raise GrammarError("ebnf grammars need grammar_backend='llguidance' (the outlines engine compiles "
+                           "regular languages only)")
+    try:
+        index = Index(source, compiler.vocab.vocabulary)
+    except Exception as e:  # noqa: BLE001 - outlines-core raises ValueError/RuntimeError variants
+        raise GrammarError(f"cannot build the token index for {kind}: {e}") from None
+    return CompiledGrammar(kind=kind, spec_key=key, regex=source, index=index, vocab=compiler.vocab,
+                           compile_ms=(time.perf_counter() - t0) * 1000.0)
+
+
+def _build_llguidance(compiler: GrammarCompiler, kind: str, key: str, source: str, t0: float) -> Any:
+    from .llguidance_backend import build_llguidance, get_ll_tokenizer
+
+    try:
+        ll_tok = get_ll_tokenizer(compiler.tokenizer, compiler.vocab.eos_token_id)
+        return build_llguidance(kind, key, source, ll_tok, compiler.vocab, t0)
+    except ValueError as e:
+        raise GrammarError(str(e)) from None
+
+
+# grammar_backend name -> builder(compiler, kind, key, regex or ebnf text, t0) -> compiled grammar
+BACKENDS = {"outlines": _build_outlines, "llguidance": _build_llguidance}
 
 
 class GrammarCompiler:
     """One per tokenizer. `compile` returns a Future; results and failures are LRU-cached."""
 
     def __init__(self, tokenizer: Any, *, num_threads: int = 2, cache_size: int = 256,
-                 whitespace_pattern: str | None = None) -> None:
+                 whitespace_pattern: str | None = None, backend: str = "outlines",
+                 number_digits: int = DEFAULT_JSON_NUMBER_DIGITS) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"grammar_backend={backend!r} is not one of {sorted(BACKENDS)}")
+        self.backend = backend
+        self.number_digits = check_number_digits(number_digits)
         self.tokenizer = tokenizer
         self.vocab = get_token_vocab(tokenizer)
         self.whitespace_pattern = whitespace_pattern
@@ -96,7 +138,12 @@ class GrammarCompiler:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="grammar")
 
-    def to_regex(self, kind: str, spec: Any) -> str:
+    def to_regex(self, kind: str, spec: Any, number_digits: int | None = None) -> str:
+        """The regex of a regex / choice / json_schema grammar (the text itself for ebnf)."""
+        if kind == "ebnf":
+            if not isinstance(spec, str) or not spec.strip():
+                raise GrammarError("ebnf grammar needs a non-empty string")
+            return spec
         if kind == "regex":
             if not isinstance(spec, str):
                 raise GrammarError("regex grammar needs a string")
@@ -104,11 +151,16 @@ class GrammarCompiler:
                 re.compile(spec)
             except re.error as e:
                 raise GrammarError(f"invalid regex {spec!r}: {e}") from None
+            try:
+                check_user_regex(spec)
+            except RegexNotSupported as e:
+                raise GrammarError(str(e)) from None
             return spec
         if kind == "choice":
             return choice_regex(spec)
         try:
-            return schema_to_regex(_schema_obj(spec), self.whitespace_pattern)
+            digits = self.number_digits if number_digits is None else number_digits
+            return schema_to_regex(_schema_obj(spec), self.whitespace_pattern, digits)
         except UnsupportedSchema as e:
             raise GrammarError(str(e)) from None
         except RecursionError:
@@ -116,36 +168,37 @@ class GrammarCompiler:
         except ValueError as e:  # outlines-core's own rejections
             raise GrammarError(f"JSON schema not supported: {e}") from None
 
-    def _build(self, kind: str, spec: Any, key: str) -> CompiledGrammar:
+    def _build(self, kind: str, spec: Any, key: str, number_digits: int | None) -> Any:
         t0 = time.perf_counter()
-        regex = self.to_regex(kind, spec)
-        try:
-            index = Index(regex, self.vocab.vocabulary)
-        except Exception as e:  # noqa: BLE001 - outlines-core raises ValueError/RuntimeError variants
-            raise GrammarError(f"cannot build the token index for {kind}: {e}") from None
-        return CompiledGrammar(kind=kind, spec_key=key, regex=regex, index=index, vocab=self.vocab,
-                               compile_ms=(time.perf_counter() - t0) * 1000.0)
+        source = self.to_regex(kind, spec, number_digits)
+        return BACKENDS[self.backend](self, kind, key, source, t0)
 
-    def compile(self, kind: str, spec: Any) -> Future[CompiledGrammar]:
+    def compile(self, kind: str, spec: Any, number_digits: int | None = None) -> Future[Any]:
+        """A Future of the compiled grammar (CompiledGrammar for outlines, LLGuidanceGrammar for
+        llguidance). `number_digits`: the digit bound of unbounded JSON numbers for this request
+        (None: the compiler's default; 0: no bound)."""
         try:
-            key = canonical_key(kind, spec)
-        except GrammarError as e:
+            if number_digits is not None:
+                check_number_digits(number_digits)
+            digits = self.number_digits if number_digits is None else number_digits
+            key = canonical_key(kind, spec, digits)
+        except (GrammarError, ValueError) as e:
             fut: Future[CompiledGrammar] = Future()
-            fut.set_exception(e)
+            fut.set_exception(e if isinstance(e, GrammarError) else GrammarError(str(e)))
             return fut
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-            fut = self._pool.submit(self._build, kind, spec, key)
+            fut = self._pool.submit(self._build, kind, spec, key, number_digits)
             self._cache[key] = fut  # failures stay cached too: repeats fail fast
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
             return fut
 
-    def compile_sync(self, kind: str, spec: Any) -> CompiledGrammar:
-        return self.compile(kind, spec).result()
+    def compile_sync(self, kind: str, spec: Any, number_digits: int | None = None) -> Any:
+        return self.compile(kind, spec, number_digits).result()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -91,27 +91,33 @@ def int_range(lo: int | None, hi: int | None) -> str:
     return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
 
 
-_FRAC_ANY = r"(?:\.[0-9]+)?"
-_FRAC_ZERO = r"(?:\.0+)?"
-_FRAC_NONZERO = r"\.[0-9]*[1-9][0-9]*"
+def _fractions(frac_digits: int) -> tuple[str, str, str]:
+    """(any fraction, all-zero fraction, non-zero fraction) regexes, at most `frac_digits` digits
+    (0: unbounded). The bounded non-zero fraction ends in a non-zero digit (a sound subset)."""
+    if frac_digits == 0:
+        return r"(?:\.[0-9]+)?", r"(?:\.0+)?", r"\.[0-9]*[1-9][0-9]*"
+    return (rf"(?:\.[0-9]{{1,{frac_digits}}})?", rf"(?:\.0{{1,{frac_digits}}})?",
+            rf"\.[0-9]{{0,{frac_digits - 1}}}[1-9]")
 
 
-def _nonneg_number(lo: int, lo_excl: bool, hi: int | None, hi_excl: bool) -> list[str]:
+def _nonneg_number(lo: int, lo_excl: bool, hi: int | None, hi_excl: bool, frac_digits: int) -> list[str]:
     """Alternatives for decimals x >= 0 (no exponent) with lo <(=) x <(=) hi; lo, hi integers."""
+    frac_any, frac_zero, frac_nonzero = _fractions(frac_digits)
     parts = []
     first = lo + 1 if lo_excl else lo
     last = None if hi is None else hi - 1
     if last is None or first <= last:
-        parts.append(nonneg_int_range(first, last) + _FRAC_ANY)
+        parts.append(nonneg_int_range(first, last) + frac_any)
     if lo_excl and (hi is None or lo < hi):
-        parts.append(str(lo) + _FRAC_NONZERO)
+        parts.append(str(lo) + frac_nonzero)
     if hi is not None and not hi_excl and (hi > lo or (hi == lo and not lo_excl)):
-        parts.append(str(hi) + _FRAC_ZERO)
+        parts.append(str(hi) + frac_zero)
     return parts
 
 
-def number_range(lo: float | None, lo_excl: bool, hi: float | None, hi_excl: bool) -> str:
-    """JSON numbers in the interval; bounds must be integral (else UnsupportedSchema)."""
+def number_range(lo: float | None, lo_excl: bool, hi: float | None, hi_excl: bool, frac_digits: int = 0) -> str:
+    """JSON numbers in the interval; bounds must be integral (else UnsupportedSchema). At most
+    `frac_digits` fraction digits (0: unbounded)."""
     for b in (lo, hi):
         if b is not None and (not math.isfinite(b) or b != int(b)):
             raise UnsupportedSchema(f"non-integral number bound {b}")
@@ -120,14 +126,14 @@ def number_range(lo: float | None, lo_excl: bool, hi: float | None, hi_excl: boo
     parts: list[str] = []
     if ihi is None or ihi > 0 or (ihi == 0 and not hi_excl):  # the x >= 0 side
         if ilo is None or ilo < 0:
-            parts += _nonneg_number(0, False, ihi, hi_excl)
+            parts += _nonneg_number(0, False, ihi, hi_excl, frac_digits)
         else:
-            parts += _nonneg_number(ilo, lo_excl, ihi, hi_excl)
+            parts += _nonneg_number(ilo, lo_excl, ihi, hi_excl, frac_digits)
     if ilo is None or ilo < 0:  # the x < 0 side, mirrored: y = -x > 0
         if ihi is None or ihi >= 0:
-            neg = _nonneg_number(0, True, None if ilo is None else -ilo, lo_excl)
+            neg = _nonneg_number(0, True, None if ilo is None else -ilo, lo_excl, frac_digits)
         else:
-            neg = _nonneg_number(-ihi, hi_excl, None if ilo is None else -ilo, lo_excl)
+            neg = _nonneg_number(-ihi, hi_excl, None if ilo is None else -ilo, lo_excl, frac_digits)
         parts += ["-" + p for p in neg]
     if not parts:
         raise UnsupportedSchema(f"number range ({lo}, {hi}) is empty")

@@ -33,7 +33,13 @@ Sound narrowings (the FSM accepts a subset of the valid instances; each is recor
 |                                  | (optional property made required, optional property b      |                 |
 |                                  | requires dropped, "any string but b's enum"); branches     |                 |
 |                                  | still not provably exclusive are not emitted               |                 |
+| `number` / `integer` without a   | at most N integral and N fraction digits, exponent <= 2    | number_digits   |
+| bound on a side (N =             | digits (N: json_number_digits, default 15, exact in a      |                 |
+| json_number_digits)              | double); explicit minimum/maximum stay exact; 0 = off      |                 |
 | `\\s` in a pattern                 | ECMA whitespace that needs no JSON escape                  | regex_gen       |
+
+Bounded numbers are not recorded with `narrowed`: oneOf proofs only use a number's type, never the
+set of numbers emitted, so the digit bound cannot make a proof unsound.
 
 Unknown `format` values are *annotations*: JSON Schema 2020-12 asserts `format` only under the
 optional format-assertion vocabulary (drafts 4-7: validators "may" assert it), and an unknown
@@ -50,6 +56,7 @@ from typing import Any
 
 from outlines_core.json_schema import build_regex_from_schema
 
+from .number_digits import DEFAULT_JSON_NUMBER_DIGITS, bound_free_numbers
 from .regex_gen import INT_FORMATS, NUMBER_FORMATS, STRING_FORMATS, UnsupportedSchema
 from .schema_guard import MAX_REGEX_CHARS, guarded_build_regex, needs_guard
 from .schema_merge import FALSE, merge_all
@@ -84,9 +91,10 @@ def _err(keyword: str, path: str, why: str = "") -> UnsupportedSchema:
 
 
 class _Normalizer:
-    def __init__(self, root: Any, ws: str = "") -> None:
+    def __init__(self, root: Any, ws: str = "", number_digits: int = DEFAULT_JSON_NUMBER_DIGITS) -> None:
         self.root = root
         self.ws = ws  # whitespace pattern, for the few container regexes we write ourselves
+        self.number_digits = number_digits  # digit bound of numbers (number_digits.py); 0: none
         self.placeholders: dict[str, str] = {}  # placeholder const -> regex of the JSON value
         self.ph_types: dict[str, str] = {}  # placeholder const -> JSON type it stands for
         self.ref_stack: list[str] = []
@@ -118,7 +126,7 @@ class _Normalizer:
 
     def regex_of(self, normed: Any) -> str:
         """Regex of a normalised sub-schema (its placeholders are substituted at the very end)."""
-        return build_json_regex(normed, self.placeholders, self.ws)
+        return build_json_regex(normed, self.placeholders, self.ws, self.number_digits)
 
     def resolve(self, ref: str, path: str) -> Any:
         if not ref.startswith("#"):
@@ -329,36 +337,41 @@ def validates(value: Any, schema: dict, root: Any) -> bool:
         return False
 
 
-def normalize_schema(schema: Any, ws: str = "") -> tuple[Any, dict[str, str]]:
+def normalize_schema(schema: Any, ws: str = "",
+                     number_digits: int = DEFAULT_JSON_NUMBER_DIGITS) -> tuple[Any, dict[str, str]]:
     """(normalised schema, placeholder -> regex); raises UnsupportedSchema."""
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
         except json.JSONDecodeError as e:
             raise UnsupportedSchema(f"JSON schema is not valid JSON: {e}") from None
-    n = _Normalizer(schema, ws)
+    n = _Normalizer(schema, ws, number_digits)
     out = n.norm(schema, "$")
     if out is FALSE:
         raise UnsupportedSchema("schema is unsatisfiable (no JSON value validates against it)")
     return out, n.placeholders
 
 
-def build_json_regex(normed: Any, placeholders: dict[str, str], ws: str) -> str:
-    """outlines-core's regex for a normalised schema (forked and memory-capped when big)."""
+def build_json_regex(normed: Any, placeholders: dict[str, str], ws: str,
+                     number_digits: int = DEFAULT_JSON_NUMBER_DIGITS) -> str:
+    """outlines-core's regex for a normalised schema (forked and memory-capped when big), its
+    free-form numbers bounded to `number_digits` digits."""
     if needs_guard(normed, placeholders):
         regex = guarded_build_regex(json.dumps(normed), ws)
     else:
         regex = build_regex_from_schema(json.dumps(normed), ws)
     if len(regex) > MAX_REGEX_CHARS:
         raise UnsupportedSchema(f"schema too large: its regex exceeds {MAX_REGEX_CHARS} characters")
-    return regex
+    return bound_free_numbers(regex, number_digits)
 
 
-def schema_to_regex(schema: Any, whitespace_pattern: str | None = None) -> str:
-    """Regex for the JSON texts that validate against `schema` (compact unless whitespace given)."""
+def schema_to_regex(schema: Any, whitespace_pattern: str | None = None,
+                    number_digits: int = DEFAULT_JSON_NUMBER_DIGITS) -> str:
+    """Regex for the JSON texts that validate against `schema` (compact unless whitespace given),
+    numbers without a bound limited to `number_digits` digits (0: unbounded)."""
     ws = "" if whitespace_pattern is None else whitespace_pattern
-    normed, placeholders = normalize_schema(schema, ws)
-    regex = build_json_regex(normed, placeholders, ws)
+    normed, placeholders = normalize_schema(schema, ws, number_digits)
+    regex = build_json_regex(normed, placeholders, ws, number_digits)
     # Placeholders may nest (a container regex we wrote embeds normalised sub-schemas): substitute
     # the latest first, so that the ones they introduce are substituted after them.
     for key in reversed(list(placeholders)):

@@ -7,6 +7,7 @@ import math
 import re
 from typing import Any
 
+from .number_digits import max_magnitude
 from .regex_gen import (
     INT_FORMATS,
     STRING_FORMATS,
@@ -85,22 +86,31 @@ def norm_number(n: Any, s: dict, t: str, path: str) -> Any:
         hi, hi_x = xmax, True
     # `format` constrains strings only; on numbers an unknown format is a pure annotation.
     fmt = s.get("format")
+    digits = n.number_digits  # 0: no digit bound (see number_digits.py)
     if t == "integer":
         if fmt in INT_FORMATS:
             flo, fhi = INT_FORMATS[fmt]
             lo, lo_x = (flo, False) if lo is None or lo < flo else (lo, lo_x)
             hi, hi_x = (fhi, False) if hi is None or hi > fhi else (hi, hi_x)
         if lo is None and hi is None:
-            return {"type": "integer"}
+            return {"type": "integer"}  # bounded in build_json_regex (number_digits.bound_free_numbers)
         ilo = None if lo is None else (math.floor(lo) + 1 if lo_x else math.ceil(lo))
         ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x else math.floor(hi))
+        if digits and ilo is None:
+            ilo = -max_magnitude(digits, ihi)
+        if digits and ihi is None:
+            ihi = max_magnitude(digits, ilo)
         if ilo is not None and ihi is not None and ilo > ihi:
             return FALSE
         return n.placeholder(int_range(ilo, ihi), "number")
     if lo is None and hi is None:
-        return {"type": "number"}
+        return {"type": "number"}  # bounded in build_json_regex
+    if digits and lo is None:
+        lo, lo_x = -max_magnitude(digits, math.floor(hi)) - 1, True
+    if digits and hi is None:
+        hi, hi_x = max_magnitude(digits, math.ceil(lo)) + 1, True
     try:
-        return n.placeholder(number_range(lo, lo_x, hi, hi_x), "number")
+        return n.placeholder(number_range(lo, lo_x, hi, hi_x, digits), "number")
     except UnsupportedSchema as e:
         raise _err("minimum" if lo is not None else "maximum", path, str(e)) from None
 

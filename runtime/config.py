@@ -17,6 +17,9 @@ SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
 # where it builds and supports the device and dtype.
 KERNEL_BACKENDS = ("auto", "native", "torch")
 Choices = tuple[str, ...] | Callable[[], tuple[str, ...]]
+# Grammar engines (constrain/compiler.py BACKENDS): both enforce the same regexes; llguidance also
+# compiles `ebnf` grammars and compiles in milliseconds (see constrain/README_json.md for the numbers).
+GRAMMAR_BACKENDS = ("outlines", "llguidance")
 
 
 def default_cache_dir() -> str:
@@ -64,6 +67,13 @@ class EngineConfig:
     grammar_compile_threads: int = option(2, help="threads compiling regex / JSON-schema grammars")
     json_whitespace: str | None = option(None, help="regex of the whitespace allowed between JSON tokens in "
                                                     "schema-constrained output; unset: none (compact JSON)")
+    grammar_backend: str = option("llguidance", choices=GRAMMAR_BACKENDS,
+                                  help="grammar engine for regex / json_schema / choices / ebnf (ebnf needs "
+                                       "llguidance; constrain/compiler.py BACKENDS)")
+    json_number_digits: int = option(15, help="JSON numbers without a bound get at most this many integral and "
+                                              "fraction digits (15: exact in an IEEE double, see "
+                                              "constrain/number_digits.py); 0 = unbounded. Per request: "
+                                              "json_number_digits")
     kernel_backend: str = option("auto", choices=KERNEL_BACKENDS,
                                  help="CPU kernels for decode attention and the layer glue: native = C++ "
                                       "(built on first use), torch = pure-torch references, auto = native "
@@ -77,6 +87,11 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is not supported; choose one of {('auto',) + SUPPORTED_DTYPES}")
+        if self.grammar_backend not in GRAMMAR_BACKENDS:
+            raise ValueError(f"grammar_backend={self.grammar_backend!r} is not one of {GRAMMAR_BACKENDS}")
+        if isinstance(self.json_number_digits, bool) or not isinstance(self.json_number_digits, int) \
+                or not 0 <= self.json_number_digits <= 400:
+            raise ValueError(f"json_number_digits={self.json_number_digits!r} must be an integer in [0, 400] (0: unbounded)")
         if self.kernel_backend not in KERNEL_BACKENDS:
             raise ValueError(f"kernel_backend={self.kernel_backend!r} is not one of {KERNEL_BACKENDS}")
         if self.max_total_tokens < 16:

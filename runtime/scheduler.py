@@ -101,9 +101,9 @@ class Scheduler:
         if p.grammar is not None:
             if self.grammar_compiler is None:
                 del self.requests[req.rid]
-                raise InvalidRequest("constrained decoding (regex / json_schema / choices) is not available")
+                raise InvalidRequest("constrained decoding (regex / json_schema / choices / ebnf) is not available")
             kind, spec = p.grammar
-            req.grammar_future = self.grammar_compiler.compile(kind, spec)
+            req.grammar_future = self.grammar_compiler.compile(kind, spec, p.json_number_digits)
             req.status = ReqStatus.WAITING_GRAMMAR
             self.grammar_waiting.append(req)
         else:

@@ -25,7 +25,8 @@ def build_scheduler(cls: Any, config: EngineConfig) -> Any:
         GrammarCompiler = None  # noqa: N806
     if GrammarCompiler is not None:
         compiler = GrammarCompiler(loaded.tokenizer, num_threads=config.grammar_compile_threads,
-                                   whitespace_pattern=config.json_whitespace)
+                                   whitespace_pattern=config.json_whitespace, backend=config.grammar_backend,
+                                   number_digits=config.json_number_digits)
     sample_fn = GrammarSampler(runner.vocab_size, eos, config.device, config.random_seed)
     sched = cls(config, runner, sample_fn, loaded.tokenizer, eos, compiler)
     sched.model_path = loaded.path

@@ -39,6 +39,10 @@ class SamplingParams:
     regex: str | None = None
     json_schema: Any = None  # dict, JSON string, or a pydantic model class
     choices: list[str] | None = None
+    ebnf: str | None = None  # a Lark / GBNF grammar (needs the llguidance grammar engine)
+    # JSON numbers without a bound: at most this many integral / fraction digits (0: unbounded);
+    # None: the engine's json_number_digits.
+    json_number_digits: int | None = None
     jump_forward: bool | None = None  # None: the engine's default
     # Logprobs
     return_logprob: bool = False
@@ -75,6 +79,8 @@ class SamplingParams:
             return ("json_schema", self.json_schema)
         if self.choices is not None:
             return ("choice", self.choices)
+        if self.ebnf is not None:
+            return ("ebnf", self.ebnf)
         return None
 
     def validate(self, vocab_size: int | None = None) -> None:

@@ -28,7 +28,7 @@ MAX_TOP_LOGPROBS = 20
 
 _INT_PARAMS = ("max_new_tokens", "min_new_tokens", "top_k", "top_logprobs_num", "logprob_start_len")
 _FLOAT_PARAMS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
-_GRAMMAR_PARAMS = ("regex", "json_schema", "choices")
+_GRAMMAR_PARAMS = ("regex", "json_schema", "choices", "ebnf")
 
 
 class InvalidRequest(ValueError):
@@ -100,6 +100,13 @@ def _check_grammar(p: SamplingParams) -> None:
     if p.choices is not None and (not isinstance(p.choices, list) or not p.choices
                                   or not all(isinstance(c, str) and c for c in p.choices)):
         raise _bad(p, "choices", "must be a non-empty list of non-empty strings")
+    if p.ebnf is not None and (not isinstance(p.ebnf, str) or not p.ebnf.strip()):
+        raise _bad(p, "ebnf", "must be a non-empty grammar text (Lark or GBNF)")
+    if p.json_number_digits is not None and (
+        isinstance(p.json_number_digits, bool) or not isinstance(p.json_number_digits, int)
+        or not 0 <= p.json_number_digits <= 400
+    ):
+        raise _bad(p, "json_number_digits", "must be an integer in [0, 400] (0: unbounded)")
 
 
 def _normalize(p: SamplingParams) -> None:

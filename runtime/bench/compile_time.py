@@ -24,7 +24,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ class Sample:
     index_ms: float = math.nan
     regex_chars: int = 0
     reason: str = ""
+    backend: str = "outlines"
+    mask_ms: list[float] = field(default_factory=list)  # batch-16 mask fill per decode step
+    agreement: dict[str, int] = field(default_factory=dict)  # grammar_checks.label_agreement
 
 
 def censored_pct(values: list[float], n_censored: int, cap: float, q: float) -> tuple[float, bool]:
@@ -61,14 +64,17 @@ def rejection_key(message: str) -> str:
     return m.group(1) if m else message[:60]
 
 
-def load_schemas(data_dir: Path, limit_per_subset: int | None = None) -> list[tuple[str, int, Any]]:
+def load_schemas(data_dir: Path, limit_per_subset: int | None = None,
+                 with_tests: bool = False) -> list[tuple[str, int, Any]]:
+    """(subset, index, schema), or with_tests: (subset, index, (schema, labelled instances))."""
     out = []
     for f in sorted((Path(data_dir) / "jsonschemabench").glob("*.jsonl")):
         with open(f) as fh:
             lines = [line for line in fh if line.strip()]
         for i, line in enumerate(lines[:limit_per_subset]):
-            s = json.loads(line)["schema"]
-            out.append((f.stem, i, json.loads(s) if isinstance(s, str) else s))
+            row = json.loads(line)
+            s = json.loads(row["schema"]) if isinstance(row["schema"], str) else row["schema"]
+            out.append((f.stem, i, (s, row.get("tests", [])) if with_tests else s))
     return out
 
 
@@ -84,19 +90,22 @@ def _die_with_parent() -> None:
         return  # not Linux: the parent's explicit kill on exit is the only cleanup
 
 
-def _compile_one(tok: Any, schema: Any) -> dict[str, Any]:
-    """Cold compile with a fresh GrammarCompiler (vocabulary already built), then the cached one."""
+def _compile_one(tok: Any, schema: Any, backend: str = "outlines", checks: tuple[str, ...] = (),
+                 tests: list[dict] | None = None) -> dict[str, Any]:
+    """Cold compile with a fresh GrammarCompiler (vocabulary already built), then the cached one;
+    then the `checks` ("coverage": label agreement, "mask": batch-16 mask time) on the grammar."""
     from arborlm.constrain import GrammarCompiler
     from arborlm.constrain.compiler import GrammarError
+    from arborlm.runtime.bench.grammar_checks import label_agreement, mask_step_ms
 
-    compiler = GrammarCompiler(tok, num_threads=1)
+    compiler = GrammarCompiler(tok, num_threads=1, backend=backend)
     regex_ms: list[float] = []
     to_regex = compiler.to_regex
 
-    def timed_to_regex(kind: str, spec: Any) -> str:
+    def timed_to_regex(kind: str, spec: Any, number_digits: int | None = None) -> str:
         t = time.perf_counter()
         try:
-            return to_regex(kind, spec)
+            return to_regex(kind, spec, number_digits)
         finally:
             regex_ms.append((time.perf_counter() - t) * 1000)
 
@@ -108,8 +117,13 @@ def _compile_one(tok: Any, schema: Any) -> dict[str, Any]:
         t1 = time.perf_counter()
         compiler.compile_sync("json_schema", schema)
         cached = (time.perf_counter() - t1) * 1000
-        return {"status": "ok", "cold_ms": cold, "cached_ms": cached, "regex_ms": regex_ms[0],
-                "index_ms": g.compile_ms - regex_ms[0], "regex_chars": len(g.regex)}
+        out = {"status": "ok", "cold_ms": cold, "cached_ms": cached, "regex_ms": regex_ms[0],
+               "index_ms": g.compile_ms - regex_ms[0], "regex_chars": len(g.regex)}
+        if "coverage" in checks:
+            out["agreement"] = label_agreement(g, tok, tests or [])
+        if "mask" in checks:
+            out["mask_ms"] = mask_step_ms(g, tok, tests or [])
+        return out
     except (GrammarError, RecursionError) as e:
         return {"status": "failed", "reason": str(e)[:300]}
     except Exception as e:  # noqa: BLE001 - report it as a failure, keep going
@@ -118,13 +132,13 @@ def _compile_one(tok: Any, schema: Any) -> dict[str, Any]:
         compiler.shutdown()
 
 
-def _run_child(tok: Any, schema: Any, cap_s: float, mem_extra_bytes: int) -> dict[str, Any]:
+def _run_child(tok: Any, job: tuple, cap_s: float, mem_extra_bytes: int) -> dict[str, Any]:
     """Fork a child that compiles `schema`; kill it at `cap_s`. Called in the worker process.
     The memory cap is a soft limit only: the schema guard's own forked child lowers it further."""
     from arborlm.constrain.schema_guard import run_in_child
 
     try:
-        data, status = run_in_child(lambda: json.dumps(_compile_one(tok, schema)).encode(), mem_extra_bytes,
+        data, status = run_in_child(lambda: json.dumps(_compile_one(tok, *job)).encode(), mem_extra_bytes,
                                     hard=False, timeout_s=cap_s, setup=_die_with_parent)
     except TimeoutError:
         return {"status": "capped"}
@@ -147,6 +161,9 @@ def _worker(conn: Any, model: str, mem_extra_bytes: int) -> None:
     tok = load_tokenizer(model)
     t0 = time.perf_counter()
     get_token_vocab(tok)
+    from arborlm.constrain.llguidance_backend import get_ll_tokenizer
+
+    get_ll_tokenizer(tok, tok.eos_token_id)  # built before the fork, like the outlines vocabulary
     conn.send(("ready", (time.perf_counter() - t0) * 1000))
     while True:
         try:
@@ -172,10 +189,10 @@ class _WorkerHandle:
             raise RuntimeError("compile worker did not start")
         _, self.vocab_ms = self.conn.recv()
 
-    def compile(self, schema: Any, cap_s: float) -> dict[str, Any] | None:
-        """The compile child's result; None when the worker itself stopped answering.
-        Raises EOFError when the worker died."""
-        self.conn.send((schema, cap_s))
+    def compile(self, job: tuple, cap_s: float) -> dict[str, Any] | None:
+        """The compile child's result for job = (schema, backend, checks, tests); None when the
+        worker itself stopped answering. Raises EOFError when the worker died."""
+        self.conn.send((job, cap_s))
         if not self.conn.poll(cap_s + 60):
             return None
         return self.conn.recv()[1]
@@ -197,21 +214,23 @@ class _WorkerHandle:
 
 
 def run_samples(schemas: list[tuple[str, int, Any]], model: str, cap_s: float, mem_gib: float = 8.0,
-                progress: bool = True) -> Iterator[Sample]:
+                progress: bool = True, backend: str = "outlines", checks: tuple[str, ...] = ()) -> Iterator[Sample]:
+    """schemas: (subset, index, schema) or, with checks, (subset, index, (schema, tests))."""
     mem = int(mem_gib * (1 << 30))
     worker = _WorkerHandle(model, mem)
     t_start = time.perf_counter()
     try:
         for n, (subset, i, schema) in enumerate(schemas):
             try:
-                res = worker.compile(schema, cap_s)
+                schema_only, tests = schema if checks else (schema, [])
+                res = worker.compile((schema_only, backend, checks, tests), cap_s)
             except (EOFError, OSError):
                 res = {"status": "crashed", "reason": f"worker died (exit {worker.proc.exitcode})"}
             if res is None or res["status"] == "crashed" and not worker.proc.is_alive():
                 worker.kill()
                 worker = _WorkerHandle(model, mem)
                 res = res or {"status": "capped"}
-            yield Sample(subset, i, **res)
+            yield Sample(subset, i, backend=backend, **res)
             if progress and res["status"] in ("capped", "crashed"):
                 print(f"[compile] {subset}#{i}: {res['status']}", file=sys.stderr, flush=True)
             if progress and (n + 1) % 50 == 0:
@@ -239,14 +258,16 @@ def summarize(samples: list[Sample], subset: str, cap_s: float) -> dict[str, Any
     cold = [s.cold_ms for s in ok]
     timed = len(ok) + capped
     row: dict[str, Any] = {
-        "bench": "json", "result": "compile", "subset": subset, "num_schemas": len(samples),
+        "bench": "json", "result": "compile", "grammar_backend": samples[0].backend if samples else None,
+        "subset": subset, "num_schemas": len(samples),
         "compiled": len(ok), "failed": len(failed), "capped": capped, "crashed": crashed,
         "cap_s": cap_s, "censored_share": round(capped / timed, 3) if timed else 0.0,
     }
-    for q in (0.5, 0.95):
+    for q in (0.5, 0.9, 0.95, 0.99, 1.0):
         v, lower = censored_pct(cold, capped, cap_ms, q)
-        row[f"cold_ms_p{int(q * 100)}"] = _r(v, 2)
-        row[f"cold_ms_p{int(q * 100)}_lower_bound"] = lower
+        name = "max" if q == 1.0 else f"p{int(q * 100)}"
+        row[f"cold_ms_{name}"] = _r(v, 2)
+        row[f"cold_ms_{name}_lower_bound"] = lower
     for name, nd in (("cached", 4), ("regex", 2), ("index", 2)):
         xs = [getattr(s, f"{name}_ms") for s in ok]
         for q in (0.5, 0.95):
@@ -254,6 +275,15 @@ def summarize(samples: list[Sample], subset: str, cap_s: float) -> dict[str, Any
     tot = sum(cold)
     row["regex_share_of_cold"] = round(sum(s.regex_ms for s in ok) / tot, 3) if tot else None
     row["cold_ms_max_compiled"] = _r(max(cold), 1) if cold else None
+    masks = sorted(x for s in ok for x in s.mask_ms)
+    if masks:
+        row["mask_batch16_ms_p50"] = _r(censored_pct(masks, 0, 0.0, 0.5)[0], 3)
+        row["mask_batch16_ms_p99"] = _r(censored_pct(masks, 0, 0.0, 0.99)[0], 3)
+    checked = [s.agreement for s in ok if s.agreement]
+    if checked:
+        for k in ("labelled", "agree", "accepted_invalid", "rejected_valid"):
+            row[f"label_{k}"] = sum(a[k] for a in checked)
+        row["label_agreement"] = round(row["label_agree"] / row["label_labelled"], 3) if row["label_labelled"] else None
     row["top_failures"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:8])
     if crashed:
         row["crash_reasons"] = sorted({s.reason for s in samples if s.status == "crashed"})[:3]
@@ -265,13 +295,14 @@ def summarize(samples: list[Sample], subset: str, cap_s: float) -> dict[str, Any
 
 
 def compile_time_report(model: str, data_dir: Path, cap_s: float = 20.0, limit_per_subset: int | None = None,
-                        mem_gib: float = 8.0) -> Iterator[dict[str, Any]]:
-    """One row per subset as it finishes, then an "ALL" row."""
-    schemas = load_schemas(data_dir, limit_per_subset)
+                        mem_gib: float = 8.0, backend: str = "outlines",
+                        checks: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """One row per subset as it finishes, then an "ALL" row (one grammar engine)."""
+    schemas = load_schemas(data_dir, limit_per_subset, with_tests=bool(checks))
     t0 = time.perf_counter()
     by_subset: dict[str, list[Sample]] = {}
     current: str | None = None
-    for s in run_samples(schemas, model, cap_s, mem_gib):
+    for s in run_samples(schemas, model, cap_s, mem_gib, backend=backend, checks=checks):
         if current is not None and s.subset != current:
             yield summarize(by_subset[current], current, cap_s)
         current = s.subset

@@ -2,8 +2,13 @@
 
   mask-overhead   decode tokens/s with a JSON-schema constraint ÷ unconstrained, batch 16
   jump-forward    forward passes and wall time with vs without jump-forward (character cards)
-  compile         grammar compile time p50/p95 over all jsonschemabench schemas, cold and cached, per
-                  subset and overall (compile_time.py: forked compiles, per-schema cap, censored)
+  compile         grammar compile time p50/p90/p99/max over all jsonschemabench schemas, cold and cached,
+                  per subset and overall (compile_time.py: forked compiles, per-schema cap, censored),
+                  for each engine of --grammar-backends; with `coverage` / `mask` in --parts the same
+                  child also checks label agreement and the batch-16 mask time (grammar_checks.py);
+                  --table FILE writes the markdown table (json_table.py)
+  cards           issue 12's character cards (CHARACTER_CARD_SCHEMA, 50 names, greedy, 160 tokens):
+                  valid with finish_reason stop, per engine
   outlines-peer   (not default) the character cards with outlines + transformers vs arborlm (json_peers.py)
   --coverage      per subset: share of schemas we compile vs plain outlines-core, labelled-instance
                   agreement (the full run over every file; minutes)
@@ -41,6 +46,55 @@ CHARACTER_SCHEMA: dict[str, Any] = {
     },
     "required": ["name", "house", "blood status", "occupation", "wand", "alive", "patronus"],
 }
+
+
+# Issue 12's character-card workload: like CHARACTER_SCHEMA, but the wand length is a plain
+# `number` (no bounds): without the default digit bound the small model emitted zeros until the
+# token limit in 22 of 50 cards.
+CHARACTER_CARD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "house": {"enum": ["Gryffindor", "Slytherin", "Ravenclaw", "Hufflepuff"]},
+        "blood_status": {"enum": ["Pure-blood", "Half-blood", "Muggle-born", "Unknown"]},
+        "occupation": {"type": "string", "maxLength": 40},
+        "wand": {"type": "object", "properties": {"wood": {"type": "string", "maxLength": 20},
+                                                  "core": {"type": "string", "maxLength": 20},
+                                                  "length": {"type": "number"}},
+                 "required": ["wood", "core", "length"], "additionalProperties": False},
+        "alive": {"type": "boolean"},
+        "patronus": {"type": "string", "maxLength": 20},
+    },
+    "required": ["name", "house", "blood_status", "occupation", "wand", "alive", "patronus"],
+    "additionalProperties": False,
+}
+CARD_MAX_NEW_TOKENS = 160
+
+
+def bench_character_cards(engine: Any, num: int, json_number_digits: int | None = None) -> dict[str, Any]:
+    """Issue 12's workload: greedy, max_new_tokens 160, chat template, one batch; how many cards
+    are valid JSON for CHARACTER_CARD_SCHEMA with finish_reason stop."""
+    import jsonschema
+
+    prompts = character_prompts(engine.tokenizer, num)
+    params: dict[str, Any] = {"temperature": 0, "max_new_tokens": CARD_MAX_NEW_TOKENS,
+                              "json_schema": CHARACTER_CARD_SCHEMA}
+    if json_number_digits is not None:
+        params["json_number_digits"] = json_number_digits
+    t0 = time.perf_counter()
+    outs = engine.generate(prompts, params)
+    valid = 0
+    for o in outs:
+        try:
+            jsonschema.validate(json.loads(o["text"]), CHARACTER_CARD_SCHEMA)
+            valid += o["meta"]["finish_reason"]["type"] == "stop"
+        except (ValueError, jsonschema.ValidationError):
+            pass
+    return {"bench": "json", "result": "character-cards", "grammar_backend": engine.config.grammar_backend,
+            "json_number_digits": engine.config.json_number_digits if json_number_digits is None else json_number_digits,
+            "num_prompts": len(prompts), "valid_stop": valid,
+            "finish_length": sum(o["meta"]["finish_reason"]["type"] == "length" for o in outs),
+            "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def character_prompts(tokenizer: Any, limit: int) -> list[str]:
@@ -151,13 +205,31 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({"bench": "json", "result": "generate-validate", **row}), flush=True)
         return 0
     parts = args.parts.split(",")
-    if "compile" in parts:
+    backends = args.grammar_backends.split(",")
+    schema_parts = [p for p in parts if p in ("compile", "coverage", "mask")]
+    if schema_parts:
         from arborlm.runtime.bench.compile_time import compile_time_report
 
-        for row in compile_time_report(args.model, DATA, cap_s=args.compile_cap_s,
-                                       limit_per_subset=args.compile_limit or None):
-            print(json.dumps(row), flush=True)
-        if parts == ["compile"]:
+        checks = tuple(p for p in schema_parts if p != "compile")
+        rows = []
+        for backend in backends:
+            for row in compile_time_report(args.model, DATA, cap_s=args.compile_cap_s, backend=backend, checks=checks,
+                                           limit_per_subset=args.compile_limit or None):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        if args.table:
+            from arborlm.runtime.bench.json_table import markdown_table
+
+            with open(args.table, "w") as fh:
+                fh.write(markdown_table(rows, args.compile_cap_s))
+        if not set(parts) - set(schema_parts):
+            return 0
+    if "cards" in parts:
+        for backend in backends:
+            engine = Engine(model=args.model, dtype=args.dtype, max_total_tokens=32768, grammar_backend=backend)
+            print(json.dumps(bench_character_cards(engine, args.num_names)), flush=True)
+            engine.shutdown()
+        if not set(parts) - {"cards", *schema_parts}:
             return 0
     engine = Engine(model=args.model, dtype=args.dtype, max_total_tokens=32768)
     if "mask-overhead" in parts:
@@ -177,11 +249,17 @@ def add_json_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="smollm2")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--parts", default="compile,mask-overhead,jump-forward",
-                   help="comma-separated: compile, mask-overhead, jump-forward, and (not default: slow) "
+                   help="comma-separated: compile, mask-overhead, jump-forward, and (not default: slow) coverage, "
+                        "mask (label agreement / batch-16 mask time, in the compile child), cards (issue 12's "
+                        "character cards), "
                         "outlines-peer = the character cards with outlines + transformers on the same model, "
                         "next to arborlm (skipped with a JSON line when outlines is not installed)")
     p.add_argument("--peer-num-names", type=int, default=50, help="outlines-peer: character-card prompts")
     p.add_argument("--num-names", type=int, default=50)
+    p.add_argument("--grammar-backends", default="outlines,llguidance",
+                   help="compile / coverage / mask / cards: the grammar engines to run, comma-separated")
+    p.add_argument("--table", default=None,
+                   help="compile / coverage / mask: write the markdown table (per subset and engine) to this file")
     p.add_argument("--compile-limit", type=int, default=0,
                    help="compile: schemas per jsonschemabench subset (0: all 100 of each subset)")
     p.add_argument("--compile-cap-s", type=float, default=20.0,

@@ -37,7 +37,7 @@ def build_params(req: _SamplingFields, max_tokens: int, logprobs: int | None) ->
         raise ApiError("logit_bias is not supported", param="logit_bias")
     d: dict[str, Any] = {"max_new_tokens": max_tokens}
     for name in ("temperature", "top_p", "top_k", "min_p", "seed", "frequency_penalty", "presence_penalty",
-                 "repetition_penalty", "ignore_eos", "skip_special_tokens", "regex"):
+                 "repetition_penalty", "ignore_eos", "skip_special_tokens", "regex", "ebnf", "json_number_digits"):
         if getattr(req, name) is not None:
             d[name] = getattr(req, name)
     if req.min_tokens is not None:

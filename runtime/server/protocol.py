@@ -57,6 +57,8 @@ class _SamplingFields(_Body):
     regex: str | None = None
     json_schema: dict[str, Any] | str | None = None
     choices_: list[str] | None = Field(default=None, alias="choices")
+    ebnf: str | None = None  # Lark / GBNF grammar (grammar_backend llguidance)
+    json_number_digits: int | None = Field(default=None, ge=0, le=400)
     top_k: int | None = None
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     min_tokens: int | None = Field(default=None, ge=0)

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import pytest
 
+GRAMMAR_BACKENDS = ("outlines", "llguidance")
 
-@pytest.fixture(scope="session")
-def compiler(tokenizer):
+
+@pytest.fixture(scope="session", params=GRAMMAR_BACKENDS)
+def compiler(request, tokenizer):
+    """A GrammarCompiler per grammar engine: tests using it run on both."""
     from arborlm.constrain import GrammarCompiler
 
-    c = GrammarCompiler(tokenizer, num_threads=2)
+    c = GrammarCompiler(tokenizer, num_threads=2, backend=request.param)
     yield c
     c.shutdown()
 

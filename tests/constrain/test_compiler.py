@@ -36,8 +36,39 @@ def test_failures_are_cached_and_clear(compiler):
         compiler.compile_sync("json_schema", {"type": "object", "properties": {
             "tags": {"type": "array", "uniqueItems": True, "minItems": 2}}})
     with pytest.raises(GrammarError, match="unknown grammar kind"):
-        compiler.compile_sync("ebnf", "x")
+        compiler.compile_sync("cfg", "x")
     with pytest.raises(GrammarError, match="not valid JSON"):
         compiler.compile_sync("json_schema", "{nope")
     with pytest.raises(GrammarError):
         compiler.compile_sync("choice", [])
+
+
+def test_ebnf_needs_llguidance_and_invalid_grammars_are_named(compiler):
+    if compiler.backend == "outlines":
+        with pytest.raises(GrammarError, match="ebnf grammars need grammar_backend='llguidance'"):
+            compiler.compile_sync("ebnf", 'start: "a"')
+        return
+    g = compiler.compile_sync("ebnf", 'start: "a" | "b"')
+    m = g.matcher()
+    assert m.try_advance(compiler.tokenizer.encode("a", add_special_tokens=False)[0]) and m.is_terminated()
+    with pytest.raises(GrammarError, match="llguidance error in the ebnf grammar"):
+        compiler.compile_sync("ebnf", "start: undefined_rule")
+
+
+def test_user_regex_checked_up_front(compiler):
+    with pytest.raises(GrammarError, match=r"lookaround '\(\?='\.\.\. at position 1"):
+        compiler.compile_sync("regex", "a(?=b)")
+    with pytest.raises(GrammarError, match="position 3 .* Group references"):
+        compiler.compile_sync("regex", r"(a)\1")
+    with pytest.raises(GrammarError, match="position 0 .*'\\^'"):
+        compiler.compile_sync("regex", "^abc")
+
+
+def test_number_digits_in_key_and_regex(compiler):
+    bounded = compiler.compile_sync("json_schema", {"type": "integer"})
+    free = compiler.compile_sync("json_schema", {"type": "integer"}, number_digits=0)
+    assert bounded is not free
+    assert re.fullmatch(bounded.regex, "9" * 15) and not re.fullmatch(bounded.regex, "1" + "0" * 15)
+    assert re.fullmatch(free.regex, "1" + "0" * 40)
+    with pytest.raises(GrammarError, match="json_number_digits=-1 is invalid"):
+        compiler.compile_sync("json_schema", {"type": "integer"}, number_digits=-1)

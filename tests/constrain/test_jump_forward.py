@@ -31,9 +31,9 @@ def scripted_decode(g, tokenizer, target: str, use_draft: bool):
 
     for passes in range(1, 400):
         draft = m.propose_draft(tokenizer, 64) if use_draft else []
-        state = (m.state, list(m._tokens))
+        state = (m.num_tokens, m.forced_text(), m.allowed_tokens())
         if draft:
-            assert (m.state, m._tokens) == state  # proposing never moves the matcher
+            assert (m.num_tokens, m.forced_text(), m.allowed_tokens()) == state  # proposing never moves the matcher
         for d in [*draft, None]:
             t = choose()
             if t is None:
@@ -75,7 +75,10 @@ def test_draft_is_cut_to_the_limit_and_to_what_the_grammar_allows(compiler, toke
     g = compiler.compile_sync("json_schema", SCHEMA)
     m = g.matcher()
     full = m.propose_draft(tokenizer, 64)
-    assert tokenizer.decode(full) == '{"name":"'
+    # outlines drafts the whole forced text; llguidance stops before a last token that a longer
+    # token could still extend (its fast-forward tokens): a non-empty prefix either way.
+    want = '{"name":"' if compiler.backend == "outlines" else '{"name'
+    assert tokenizer.decode(full) == want
     assert m.propose_draft(tokenizer, 1) == full[:1]
     assert m.propose_draft(tokenizer, 0) == []
     for t in tokenizer.encode('{"name":"Ron"', add_special_tokens=False):

@@ -18,9 +18,11 @@ def chat(tok, text: str) -> str:
     return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
 
 
-@pytest.fixture(scope="module")
-def engine(smollm2_path: str):
-    eng = Engine(model=smollm2_path, dtype="float32", max_total_tokens=8192, max_running_requests=32)
+@pytest.fixture(scope="module", params=["outlines", "llguidance"])
+def engine(request, smollm2_path: str):
+    """The same tests on both grammar engines."""
+    eng = Engine(model=smollm2_path, dtype="float32", max_total_tokens=8192, max_running_requests=32,
+                 grammar_backend=request.param)
     yield eng
     eng.shutdown()
 
