@@ -11,6 +11,9 @@ SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
 # (kernels/native_cpu.cpp, built on first use), "torch" = the pure-torch references, "auto" = native
 # where it builds and supports the device and dtype.
 KERNEL_BACKENDS = ("auto", "native", "torch")
+# Weight-only quantization of the linear layers at load (kernels/quant.py): None = model dtype,
+# "int8" per output row, "int4" per group of 32 inputs, "gguf" = the GGUF's own Q4_0/Q4_1 blocks.
+QUANTIZATIONS = (None, "int8", "int4", "gguf")
 
 
 def default_cache_dir() -> str:
@@ -37,6 +40,7 @@ class EngineConfig:
     grammar_compile_threads: int = 2
     json_whitespace: str | None = None  # None = compact
     kernel_backend: str = "auto"
+    quantization: str | None = None  # one of QUANTIZATIONS ("none" means None)
     num_threads: int | None = None  # torch intra-op threads; None = leave torch's default
     cache_dir: str = field(default_factory=default_cache_dir)
     random_seed: int = 0
@@ -44,6 +48,10 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is not supported; choose one of {('auto',) + SUPPORTED_DTYPES}")
+        if self.quantization == "none":
+            object.__setattr__(self, "quantization", None)
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization={self.quantization!r} is not one of {QUANTIZATIONS}")
         if self.kernel_backend not in KERNEL_BACKENDS:
             raise ValueError(f"kernel_backend={self.kernel_backend!r} is not one of {KERNEL_BACKENDS}")
         if self.max_total_tokens < 16:

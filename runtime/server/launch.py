@@ -55,6 +55,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--disable-radix-cache", action="store_true", help="do not reuse KV across requests")
     p.add_argument("--disable-jump-forward", action="store_true",
                    help="do not append grammar-forced text without sampling")
+    p.add_argument("--quantization", default="none", choices=["none", "int8", "int4", "gguf"], help="weight-only quantization of the linear layers (see kernels/README_quant.md)")
     p.add_argument("--num-threads", type=int, default=None, help="torch intra-op threads in the scheduler")
     p.add_argument("--random-seed", type=int, default=d.random_seed, help="seed of the default sampler RNG")
     p.add_argument("--api-key", default=None,
@@ -73,6 +74,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_prefill_tokens=args.max_prefill_tokens, chunked_prefill_size=args.chunked_prefill_size,
         schedule_policy=args.schedule_policy, disable_radix_cache=args.disable_radix_cache,
         jump_forward=not args.disable_jump_forward, num_threads=args.num_threads, random_seed=args.random_seed,
+        quantization=args.quantization,
     )
 
 
