@@ -20,6 +20,9 @@ Choices = tuple[str, ...] | Callable[[], tuple[str, ...]]
 # Grammar engines (constrain/compiler.py BACKENDS): both enforce the same regexes; llguidance also
 # compiles `ebnf` grammars and compiles in milliseconds (see constrain/README_json.md for the numbers).
 GRAMMAR_BACKENDS = ("outlines", "llguidance")
+# Weight-only quantization of the linear layers at load (kernels/quant.py): None = model dtype,
+# "int8" per output row, "int4" per group of 32 inputs, "gguf" = the GGUF's own Q4_0/Q4_1 blocks.
+QUANTIZATIONS = (None, "int8", "int4", "gguf")
 
 
 def default_cache_dir() -> str:
@@ -78,6 +81,11 @@ class EngineConfig:
                                  help="CPU kernels for decode attention and the layer glue: native = C++ "
                                       "(built on first use), torch = pure-torch references, auto = native "
                                       "where it builds")
+    quantization: str | None = option(None, choices=("none", "int8", "int4", "gguf"),
+                                      help="weight-only quantization of the linear layers at load "
+                                           "(kernels/quant.py): int8 per output row, int4 per group of 32 "
+                                           "inputs, gguf = the GGUF's own Q4_0/Q4_1 blocks; unset/none: "
+                                           "the model dtype")
     num_threads: int | None = option(None, help="torch intra-op threads; unset: torch's own choice")
     cache_dir: str = option(default_factory=default_cache_dir,
                             help="where converted models and built kernels are cached ($ARBORLM_CACHE)")
@@ -92,6 +100,10 @@ class EngineConfig:
         if isinstance(self.json_number_digits, bool) or not isinstance(self.json_number_digits, int) \
                 or not 0 <= self.json_number_digits <= 400:
             raise ValueError(f"json_number_digits={self.json_number_digits!r} must be an integer in [0, 400] (0: unbounded)")
+        if self.quantization == "none":
+            object.__setattr__(self, "quantization", None)
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization={self.quantization!r} is not one of {QUANTIZATIONS}")
         if self.kernel_backend not in KERNEL_BACKENDS:
             raise ValueError(f"kernel_backend={self.kernel_backend!r} is not one of {KERNEL_BACKENDS}")
         if self.max_total_tokens < 16:

@@ -12,7 +12,7 @@ import importlib.util
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,6 +37,8 @@ class LoadedModel:
     state_dict: dict[str, torch.Tensor]
     tokenizer: Any  # transformers.PreTrainedTokenizerBase
     dtype: torch.dtype
+    # quantization="gguf": HF weight name -> the GGUF's own blocks as kernel records (gguf_weights.py)
+    quantized: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
@@ -147,7 +149,17 @@ def load_model(config: EngineConfig) -> LoadedModel:
         for k, v in load_file(fname).items():
             state_dict[k] = v.to(dtype) if v.is_floating_point() else v
     tokenizer = AutoTokenizer.from_pretrained(path)
-    return LoadedModel(config.model, path, hf_config, state_dict, tokenizer, dtype)
+    quantized: dict[str, Any] = {}
+    if config.quantization == "gguf":
+        if config.model not in EMBEDDED_MODELS:
+            raise ValueError(
+                f"quantization='gguf' keeps a GGUF's own blocks: it needs an embedded GGUF model "
+                f"{sorted(EMBEDDED_MODELS)}, not {config.model!r}; use 'int8' or 'int4' for a HF folder"
+            )
+        from arborlm.runtime.gguf_weights import read_gguf_int4
+
+        quantized = dict(read_gguf_int4(find_embedded_gguf(), hf_config))
+    return LoadedModel(config.model, path, hf_config, state_dict, tokenizer, dtype, quantized)
 
 
 def eos_token_ids(hf_config: Any, tokenizer: Any) -> set[int]:

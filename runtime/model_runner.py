@@ -53,7 +53,10 @@ class ModelRunner:
             max_ctx = min(max_ctx, int(args.sliding_window))
         self.max_context_len: int = max_ctx
         self.native = _native_kernels(config, self.device, self.dtype)  # None: the torch references
-        self.model = LlamaModel(loaded.hf_config, loaded.state_dict, max_ctx, self.device, native=self.native)
+        if config.quantization is not None and self.device.type != "cpu":
+            raise ValueError(f"quantization={config.quantization!r} runs on CPU only, not {self.device}")
+        self.model = LlamaModel(loaded.hf_config, loaded.state_dict, max_ctx, self.device, native=self.native,
+                                quantization=config.quantization, quantized=loaded.quantized)
         self.vocab_size: int = self.model.vocab_size
         self.num_slots: int = config.max_total_tokens + 1  # slot 0 is padding
         self.max_running_requests = config.max_running_requests

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from arborlm.kernels import native_cpu
 from arborlm.kernels.attention import AttentionMetadata, attention
 from arborlm.kernels.reduce import topk_rows
+
+from .quant_linear import LinearFactory
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
@@ -207,14 +210,17 @@ class NativeOps(TorchOps):
         return qk
 
 
+LinearLike = Callable[[torch.Tensor], torch.Tensor]  # a `Linear` or a `kernels.quant.QuantLinear`
+
+
 @dataclass
 class LayerWeights:
     ln1: torch.Tensor  # [hidden]
-    qkv: Linear  # [hidden] -> [(H + 2*Hkv) * D]
-    o: Linear  # [H * D] -> [hidden]
+    qkv: LinearLike  # [hidden] -> [(H + 2*Hkv) * D]
+    o: LinearLike  # [H * D] -> [hidden]
     ln2: torch.Tensor
-    gate_up: Linear  # [hidden] -> [2 * intermediate]
-    down: Linear  # [intermediate] -> [hidden]
+    gate_up: LinearLike  # [hidden] -> [2 * intermediate]
+    down: LinearLike  # [intermediate] -> [hidden]
 
 
 class LlamaModel:
@@ -226,6 +232,8 @@ class LlamaModel:
         device: torch.device | str = "cpu",
         prepack: bool | None = None,  # None: when can_prepack(dtype, device)
         native: ctypes.CDLL | None = None,  # the built native_cpu library: fused glue ops (CPU only)
+        quantization: str | None = None,  # EngineConfig.quantization (models/quant_linear.py)
+        quantized: dict[str, Any] | None = None,  # "gguf": HF weight name -> the file's block record
     ) -> None:
         self.args = a = LlamaArgs.from_hf(hf_config)
         self.device = torch.device(device)
@@ -240,12 +248,12 @@ class LlamaModel:
         def opt(name: str) -> torch.Tensor | None:
             return sd[name].to(self.device) if name in sd else None
 
-        def cat(names: list[str], bias: bool) -> torch.Tensor | None:
-            ts = [opt(n) for n in names] if bias else [get(n) for n in names]
-            if bias and all(t is None for t in ts):
+        def bias(names: list[str]) -> torch.Tensor | None:
+            ts = [opt(n + ".bias") for n in names]
+            if all(t is None for t in ts):
                 return None
             if any(t is None for t in ts):
-                raise ValueError(f"checkpoint has only some of {names}")
+                raise ValueError(f"checkpoint has only some of {[n + '.bias' for n in names]}")
             return torch.cat(ts, dim=0).contiguous()  # type: ignore[arg-type]
 
         self.embed = get("model.embed_tokens.weight")  # [vocab, hidden]
@@ -263,19 +271,22 @@ class LlamaModel:
         self.logits_refine = self.dtype != torch.float32
         self.head_weight = head_w  # [vocab, hidden], unpacked (the embedding table when tied)
         self.final_norm_fp32 = self.norm.float()
+        factory = LinearFactory(quantization, quantized or {}, self.dtype, lambda w, b: Linear(w, b, pack))
+
+        def linear(names: list[str]) -> LinearLike:
+            return factory.build([n + ".weight" for n in names], get, bias(names))
+
         self.layers: list[LayerWeights] = []
         for i in range(a.num_layers):
             p = f"model.layers.{i}."
-            qkv = [p + f"self_attn.{n}_proj" for n in ("q", "k", "v")]
-            gu = [p + f"mlp.{n}_proj" for n in ("gate", "up")]
             self.layers.append(
                 LayerWeights(
                     ln1=get(p + "input_layernorm.weight"),
-                    qkv=Linear(cat([n + ".weight" for n in qkv], False), cat([n + ".bias" for n in qkv], True), pack),  # type: ignore[arg-type]
-                    o=Linear(get(p + "self_attn.o_proj.weight"), opt(p + "self_attn.o_proj.bias"), pack),
+                    qkv=linear([p + f"self_attn.{n}_proj" for n in ("q", "k", "v")]),
+                    o=linear([p + "self_attn.o_proj"]),
                     ln2=get(p + "post_attention_layernorm.weight"),
-                    gate_up=Linear(cat([n + ".weight" for n in gu], False), cat([n + ".bias" for n in gu], True), pack),  # type: ignore[arg-type]
-                    down=Linear(get(p + "mlp.down_proj.weight"), opt(p + "mlp.down_proj.bias"), pack),
+                    gate_up=linear([p + f"mlp.{n}_proj" for n in ("gate", "up")]),
+                    down=linear([p + "mlp.down_proj"]),
                 )
             )
         self.vocab_size = self.lm_head.out_features

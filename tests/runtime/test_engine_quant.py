@@ -1,0 +1,72 @@
+"""Quantized engines (EngineConfig.quantization) keep greedy answers close to the unquantized model.
+
+Measured when written (SmolLM2-135M, 8 prompts one at a time so every decode step runs the
+quantized kernels, 16 tokens): int8 bf16 matched unquantized bf16 on the first 16 tokens of 8/8
+prompts; "gguf" in float32 matched unquantized float32 on 8/8 (the converted safetensors hold the
+very same Q4_1 weights, dequantized; only the order of the sums differs).
+"""
+
+from __future__ import annotations
+
+import pytest
+from kv_check import assert_kv_baseline
+
+from arborlm.runtime import Engine
+from arborlm.runtime.config import EngineConfig
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village,",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+    "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n",
+    "List of prime numbers: 2, 3, 5,",
+    "In machine learning, a neural network is",
+]
+NEW_TOKENS = 16
+GREEDY = {"temperature": 0.0, "max_new_tokens": NEW_TOKENS, "ignore_eos": True}
+
+
+def _greedy_one_at_a_time(engine: Engine) -> list[list[int]]:
+    return [engine.generate(p, GREEDY)["output_ids"] for p in PROMPTS]
+
+
+def _share_equal(a: list[list[int]], b: list[list[int]]) -> float:
+    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+
+
+KW = {"model": "smollm2", "dtype": "float32", "max_total_tokens": 1024, "max_running_requests": 4}
+
+
+@pytest.fixture(scope="module")
+def unquantized_greedy() -> list[list[int]]:
+    plain = Engine(**KW)
+    try:
+        return _greedy_one_at_a_time(plain)
+    finally:
+        plain.shutdown()
+
+
+@pytest.mark.parametrize(("quantization", "min_share"), [("int8", 5 / 8), ("gguf", 7 / 8)])
+def test_quantized_greedy_matches_unquantized(unquantized_greedy: list[list[int]], quantization: str,
+                                              min_share: float) -> None:
+    quant = Engine(**KW, quantization=quantization)
+    try:
+        layer = quant.scheduler.runner.model.layers[0].qkv
+        assert getattr(layer, "kind", None) == ("int8" if quantization == "int8" else "int4")
+        got = _greedy_one_at_a_time(quant)
+        assert_kv_baseline(quant)
+    finally:
+        quant.shutdown()
+    assert all(len(x) == NEW_TOKENS for x in got)
+    share = _share_equal(got, unquantized_greedy)
+    assert share >= min_share, f"{quantization}: {share:.3f} of prompts match on the first {NEW_TOKENS} tokens"
+
+
+def test_bad_quantization_is_named(tiny_model_path: str) -> None:
+    with pytest.raises(ValueError, match="quantization='int3'"):
+        EngineConfig(quantization="int3")
+    assert EngineConfig(quantization="none").quantization is None
+    with pytest.raises(ValueError, match="quantization='gguf'.*embedded GGUF"):
+        Engine(model=tiny_model_path, quantization="gguf")
