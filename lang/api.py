@@ -113,6 +113,6 @@ def assistant(expr: ExprLike | None = None) -> Expr:
 
 def program(func: Callable[..., Any]) -> Any:
     """Decorator: `@al.program def f(s, ...)` makes a `Program` (run / run_batch / arun / trace)."""
-    from arborlm.program import Program
+    from arborlm.programs import Program
 
     return Program(func)
