@@ -185,4 +185,4 @@ def test_split_choice_tokens_and_scorers():
     idx, scores = SCORERS["unconditional_likelihood_normalized"](cond, [[-2.0, -5.0], [-0.5], [-1.0, -1.0]])
     assert scores == [0.5, -0.5, 0.0] and idx == 0
     with pytest.raises(ValueError, match="needs some text before"):
-        split_choice_tokens(lambda t: vocab.get(t, [4]), "", ["a"])
+        split_choice_tokens(lambda t: vocab.get(t, []), "", ["a"])
