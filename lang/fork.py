@@ -30,6 +30,11 @@ class ForkGroup:
     def __getitem__(self, i: int) -> ProgramState:
         return self.branches[i]
 
+    def __setitem__(self, i: int, state: ProgramState) -> None:
+        # `forks[i] += expr` assigns the (same) branch back after ProgramState.__iadd__
+        if state is not self.branches[i]:
+            raise TypeError("fork branches cannot be replaced; add to them with forks[i] += ...")
+
     def __len__(self) -> int:
         return len(self.branches)
 
