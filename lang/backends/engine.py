@@ -67,6 +67,14 @@ def call_meta(meta: dict[str, Any], ignore_output: bool = False) -> CallMeta:
 
 
 @dataclass(eq=False)
+class _Control:
+    """A function the loop thread runs between steps (flush the cache, run a raw-engine peer)."""
+
+    fn: Any
+    future: Future = field(default_factory=Future)
+
+
+@dataclass(eq=False)
 class _Job:
     req: Any  # runtime Req
     future: Future = field(default_factory=Future)
@@ -83,7 +91,7 @@ class Engine(Backend):
         self.scheduler = self.runtime.scheduler
         self.tokenizer = self.runtime.tokenizer
         self._template = HFChatTemplate(self.tokenizer)
-        self._inbox: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[list[_Job] | _Control | None] = queue.SimpleQueue()
         self._jobs: dict[str, _Job] = {}
         self._ids = itertools.count()
         self.num_steps = 0
@@ -104,8 +112,11 @@ class Engine(Backend):
             if any(b is None for b in batches):
                 self._fail_all(BackendError("the engine was closed"))
                 return
-            for jobs in batches:
-                self._admit(jobs)  # type: ignore[arg-type]
+            for item in batches:
+                if isinstance(item, _Control):
+                    self._control(item)
+                else:
+                    self._admit(item)  # type: ignore[arg-type]
             if not self._jobs:
                 continue
             try:
@@ -117,6 +128,13 @@ class Engine(Backend):
             self.max_requests_per_step = max(self.max_requests_per_step, len({o.rid for o in outs}))
             for out in outs:
                 self._deliver(read_step_output(out))
+
+    @staticmethod
+    def _control(item: _Control) -> None:
+        try:
+            item.future.set_result(item.fn())
+        except Exception as e:
+            item.future.set_exception(e)
 
     def _admit(self, jobs: list[_Job]) -> None:
         added: list[_Job] = []
@@ -252,8 +270,18 @@ class Engine(Backend):
     def chat_template(self) -> ChatTemplate:
         return self._template
 
+    def run_in_loop(self, fn: Any) -> Any:
+        """Run `fn()` on the engine-loop thread between steps (the only thread that touches the
+        scheduler) and return its result."""
+        item = _Control(fn)
+        self._inbox.put(item)
+        return item.future.result()
+
+    def flush_cache(self) -> bool:
+        return bool(self.run_in_loop(self.scheduler.flush_cache))
+
     def stats(self) -> dict[str, Any]:
-        return dict(self.scheduler.stats()) | {"num_loop_steps": self.num_steps,
+        return dict(self.run_in_loop(self.scheduler.stats)) | {"num_loop_steps": self.num_steps,
                                                 "max_requests_per_step": self.max_requests_per_step}
 
     def close(self) -> None:

@@ -22,11 +22,15 @@ def gsm8k_questions(n: int) -> list[str]:
     return [r["question"] for r in read_jsonl(workload("gsm8k_test.jsonl"))[:n]]
 
 
-def gsm8k_program(prefix: str, max_tokens: int) -> Any:
+def gsm8k_prompt(prefix: str, question: str) -> str:
+    return prefix + "Question: " + question + "\nAnswer:"
+
+
+def gsm8k_program(prefix: str, max_tokens: int, stop: str | None = "Question:") -> Any:
     @al.program
     def gsm8k(s, question):
         s += prefix + "Question: " + question + "\nAnswer:"
-        s += al.gen("answer", max_tokens=max_tokens, stop="Question:")
+        s += al.gen("answer", max_tokens=max_tokens, stop=stop)
 
     return gsm8k
 
@@ -35,15 +39,20 @@ def tip_topics(n: int) -> list[dict[str, Any]]:
     return read_jsonl(workload("tip_topics.jsonl"))[:n]
 
 
+TIPS_HEAD = "Here are some short tips, one line each.\nTopic: {topic}\n"
+
+
 def tips_program(num_branches: int, max_tokens: int) -> Any:
+    """fork(n): one tip per branch; join gathers them; the parent then writes a summary after them."""
+
     @al.program
     def tips(s, topic):
-        s += "Here are some short tips, one line each.\n"
-        s += f"Topic: {topic}\n"
+        s += TIPS_HEAD.format(topic=topic)
         forks = s.fork(num_branches)
         for i, f in enumerate(forks):
             f += f"Tip {i + 1}:" + al.gen("tip", max_tokens=max_tokens, stop="\n")
         forks.join()
+        s += "".join(f"Tip {i + 1}:{t}\n" for i, t in enumerate(s["tip"]))
         s += "In summary:" + al.gen("summary", max_tokens=max_tokens, stop="\n")
 
     return tips
