@@ -97,19 +97,20 @@ class Interpreter:
         label = f"gen {node.name!r}" if node.name else "gen"
         params = self._params(state, node)
         name = node.name
+        messages = state.messages() if state.roles.open_role is not None else None
         if name is not None:
             state.open_var(name)
         try:
             if state.stream:
                 result = None
-                for item in state.backend.stream(state.text(), params):
+                for item in state.backend.stream(state.text(), params, messages):
                     if isinstance(item, str):
                         state.append(item)
                     else:
                         result = item
                 assert result is not None
             else:
-                result = state.backend.generate(state.text(), params)
+                result = state.backend.generate(state.text(), params, messages)
                 state.append(result.text)
         except BackendError as e:
             raise CallError(f"{label}: {e}") from None

@@ -1,8 +1,10 @@
 """The one small interface every backend implements, and the typed records it returns.
 
-    generate(prompt, params) -> GenResult          params: engine SamplingParams names
-    stream(prompt, params)   -> iterator of str deltas, then one GenResult
+    generate(prompt, params, messages) -> GenResult   params: engine SamplingParams names
+    stream(prompt, params, messages)   -> iterator of str deltas, then one GenResult
     select(prefix, choices, method) -> SelectResult
+    `messages` is the conversation when the call is inside an open role (the prompt is its rendering;
+    a chat-API backend sends the messages instead), else None.
     cache_prefix(prefix)     -> CallMeta           (a 0-new-token request: the prefix enters the cache)
     chat_template()          -> ChatTemplate
 """
@@ -13,6 +15,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+Messages = list[dict[str, str]]
 
 
 class BackendError(Exception):
@@ -71,10 +75,11 @@ class HFChatTemplate:
 
 class Backend(ABC):
     @abstractmethod
-    def generate(self, prompt: str, params: dict[str, Any]) -> GenResult: ...
+    def generate(self, prompt: str, params: dict[str, Any], messages: Messages | None = None) -> GenResult: ...
 
     @abstractmethod
-    def stream(self, prompt: str, params: dict[str, Any]) -> Iterator[str | GenResult]: ...
+    def stream(self, prompt: str, params: dict[str, Any],
+               messages: Messages | None = None) -> Iterator[str | GenResult]: ...
 
     @abstractmethod
     def select(self, prefix: str, choices: list[str], method: str) -> SelectResult: ...

@@ -23,6 +23,7 @@ from arborlm.backends.base import (
     ChatTemplate,
     GenResult,
     HFChatTemplate,
+    Messages,
     SelectResult,
 )
 from arborlm.select_scoring import (
@@ -221,17 +222,13 @@ class Engine(Backend):
         """Hand jobs to the loop; they enter the scheduler in the same iteration."""
         self._inbox.put(jobs)
 
-    def generate(self, prompt: str, params: dict[str, Any]) -> GenResult:
+    def generate(self, prompt: str, params: dict[str, Any], messages: Messages | None = None) -> GenResult:
         job = self._job(self.encode(prompt), params)
         self.submit([job])
         return job.future.result()
 
-    def generate_many(self, prompts: list[str], params: dict[str, Any]) -> list[GenResult]:
-        jobs = [self._job(self.encode(p), params) for p in prompts]
-        self.submit(jobs)
-        return [j.future.result() for j in jobs]
-
-    def stream(self, prompt: str, params: dict[str, Any]) -> Iterator[str | GenResult]:
+    def stream(self, prompt: str, params: dict[str, Any],
+               messages: Messages | None = None) -> Iterator[str | GenResult]:
         job = self._job(self.encode(prompt), params, stream=True)
         self.submit([job])
         assert job.deltas is not None

@@ -18,6 +18,7 @@ from arborlm.backends.base import (
     ChatTemplate,
     GenResult,
     HFChatTemplate,
+    Messages,
     SelectResult,
 )
 from arborlm.backends.http_util import get_json, make_client, post_json, post_sse
@@ -58,11 +59,12 @@ class RuntimeEndpoint(Backend):
     def chat_template(self) -> ChatTemplate:
         return HFChatTemplate(self.tokenizer)
 
-    def generate(self, prompt: str, params: dict[str, Any]) -> GenResult:
+    def generate(self, prompt: str, params: dict[str, Any], messages: Messages | None = None) -> GenResult:
         data = post_json(self.client, "/generate", {"text": prompt, "sampling_params": params})
         return GenResult(data["text"], call_meta(data["meta_info"]))
 
-    def stream(self, prompt: str, params: dict[str, Any]) -> Iterator[str | GenResult]:
+    def stream(self, prompt: str, params: dict[str, Any],
+               messages: Messages | None = None) -> Iterator[str | GenResult]:
         last: dict[str, Any] | None = None
         for event in post_sse(self.client, "/generate", {"text": prompt, "sampling_params": params, "stream": True}):
             if event.get("delta"):

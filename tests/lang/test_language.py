@@ -60,7 +60,7 @@ class TemplateOnly:
     def chat_template(self):
         return self.template
 
-    def generate(self, prompt, params):
+    def generate(self, prompt, params, messages=None):
         return GenResult("OK", CallMeta(prompt_tokens=len(prompt), completion_tokens=1))
 
     def cache_prefix(self, prefix):
@@ -110,9 +110,9 @@ def test_run_level_defaults_fill_gaps_and_unknown_arguments_raise(tokenizer):
     seen = []
 
     class Recording(TemplateOnly):
-        def generate(self, prompt, params):
+        def generate(self, prompt, params, messages=None):
             seen.append(params)
-            return super().generate(prompt, params)
+            return super().generate(prompt, params, messages)
 
     @al.program
     def p(s):
