@@ -270,6 +270,8 @@ class Engine(Backend):
     def run_in_loop(self, fn: Any) -> Any:
         """Run `fn()` on the engine-loop thread between steps (the only thread that touches the
         scheduler) and return its result."""
+        if self._closed:  # no loop thread any more: nothing else touches the scheduler
+            return fn()
         item = _Control(fn)
         self._inbox.put(item)
         return item.future.result()

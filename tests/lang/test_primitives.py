@@ -182,6 +182,9 @@ def test_streaming_whole_text_and_one_variable(backend):
     assert "".join(state.text_iter()) == state.text()
     plain = storyteller.run(topic="the sea", backend=backend, temperature=0)
     assert plain["story"] == state["story"]
+    # reading a variable of a streaming run blocks until it exists
+    again = storyteller.run(topic="the sea", backend=backend, temperature=0, stream=True)
+    assert again["story"] == plain["story"]
 
 
 def test_async_run_stream_and_batch(backend):
