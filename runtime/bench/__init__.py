@@ -11,6 +11,7 @@ WORKLOADS: dict[str, str] = {
     "json": "arborlm.runtime.bench.json_bench:add_json_parser",
     "serving": "arborlm.runtime.bench.serving:add_serving_parser",
     "scheduler": "arborlm.runtime.bench.scheduler_bench:add_scheduler_parser",
+    "programs": "arborlm.runtime.bench.programs:add_programs_parser",
 }
 
 

@@ -1,0 +1,1 @@
+"""Backends: `Engine` (in-process), `RuntimeEndpoint` (an `arborlm serve`), `OpenAICompatible`."""
