@@ -32,7 +32,8 @@ def without_extra_buffer_types() -> Iterator[None]:
 
     def defaults_without_extra_bufts() -> Any:
         params = original()
-        params.use_extra_bufts = False
+        if "use_extra_bufts" in dict(params._fields_):  # older llama.cpp builds have no such buffers
+            params.use_extra_bufts = False
         return params
 
     native.llama_model_default_params = defaults_without_extra_bufts
@@ -133,9 +134,10 @@ def single_stream(ctx: PeerContext, inputs: GenInputs) -> RunMeasurement:
         start = time.perf_counter()
         chunk_times, text = [], ""
         for chunk in llm.create_completion(prompt=ids, stream=True, **kwargs):
-            chunk_times.append(time.perf_counter())
-            text += chunk["choices"][0]["text"]
-        # one chunk per sampled token (no stop strings here to hold text back)
+            choice = chunk["choices"][0]
+            if choice["finish_reason"] is None:  # one chunk per sampled token, then an empty closing one
+                chunk_times.append(time.perf_counter())
+            text += choice["text"]
         num_tokens = len(chunk_times)
         ttfts.append(chunk_times[0] - start)
         rates.append((num_tokens - 1) / max(1e-9, chunk_times[-1] - chunk_times[0]))

@@ -119,7 +119,8 @@ class PeerContext:
     def system_info(self, system: str) -> dict[str, Any]:
         """Weights, version and settings of a system, for its JSON lines and the README table."""
         if system in (LLAMA_CPP, LLAMA_CPP_SERVER):
-            return {"weights": "GGUF Q4_1 (4-bit)", "version": _version("llama_cpp_python"), "threads": self.threads}
+            return {"weights": "GGUF Q4_1 (4-bit)", "version": _version("llama_cpp_python"), "threads": self.threads,
+                    "use_extra_bufts": False}
         info: dict[str, Any] = {"weights": self.dtype, "threads": self.threads}
         if system == OUTLINES:
             info["version"] = _version("outlines")
