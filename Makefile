@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint fuzz-api bench-offline bench-json clean
+.PHONY: setup demo test lint fuzz-api bench-offline bench-json bench-peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,20 @@ bench-offline: setup
 
 bench-json: setup
 	$(BIN)/arborlm bench json
+
+# `make bench-peers` installs the optional peers of `arborlm bench peers` into .venv (the `peers`
+# extra: llama-cpp-python with its server extra, outlines, matplotlib); `make test` needs none of
+# them. llama-cpp-python builds from source (minutes); PEERS_WHEELS=DIR reuses a wheel built before.
+# llama.cpp note: on this machine's CPU llama.cpp's AMX (repacked "extra buffer type") weight path
+# crashes on Q4_1 weights, so the bench loads the GGUF with use_extra_bufts=False, in process and
+# for `python -m llama_cpp.server` (through arborlm.runtime.bench.peers_llama_server, because
+# llama-cpp-python 0.3.x has no server setting for it and ignores `Llama(use_extra_bufts=False)`).
+PEERS_WHEELS ?=
+.stamp-peers: .stamp-deps pyproject.toml
+	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=ON}" $(BIN)/pip install -q $(if $(PEERS_WHEELS),--find-links $(PEERS_WHEELS)) -e ".[peers]"
+	touch $@
+
+bench-peers: setup .stamp-peers
 
 clean:
 	rm -rf $(VENV) .stamp-* *.egg-info

@@ -12,6 +12,7 @@ WORKLOADS: dict[str, str] = {
     "serving": "arborlm.runtime.bench.serving:add_serving_parser",
     "scheduler": "arborlm.runtime.bench.scheduler_bench:add_scheduler_parser",
     "programs": "arborlm.runtime.bench.programs:add_programs_parser",
+    "peers": "arborlm.runtime.bench.peers:add_peers_parser",
 }
 
 

@@ -1,0 +1,128 @@
+"""`arborlm bench peers`: the identical inputs every system gets, and how outputs are scored.
+
+Every workload's prompts are built once as text and tokenized once with arborlm's tokenizer;
+systems that accept token ids (arborlm, transformers, llama-cpp-python) get those very ids, so a
+difference in tokenizers cannot change what is measured. Data comes from `arborlm.runtime.data`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from arborlm.runtime.bench.json_bench import CHARACTER_SCHEMA
+from arborlm.runtime.data import read_jsonl, workload
+
+FEW_SHOT_NUM_SHOTS = 8
+REACT_MAX_NEW_TOKENS = 64
+REACT_INSTRUCTION = (
+    "Answer the question by interleaving Thought, Action and Observation steps. A Thought reasons "
+    "about the situation so far; an Action is Search[entity], Lookup[keyword] or Finish[answer].\n"
+)
+
+
+@dataclass
+class GenInputs:
+    """What one workload sends to every system."""
+
+    prompts: list[str]
+    prompt_ids: list[list[int]]
+    max_new_tokens: int
+    ignore_eos: bool = False  # every system decodes exactly max_new_tokens
+    json_schema: dict[str, Any] | None = None
+    stop: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)  # expected answers, for scoring
+    user_messages: list[str] = field(default_factory=list)  # the chat turn inside each prompt, if any
+    # ReAct: prompt indices per trajectory in step order; each step's prompt extends the previous one
+    trajectories: list[list[int]] = field(default_factory=list)
+
+
+def _chat(tokenizer: Any, user_message: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": user_message}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def _encode(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    return [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+
+
+def few_shot_inputs(tokenizer: Any, num_questions: int, max_new_tokens: int = 64) -> GenInputs:
+    train = read_jsonl(workload("gsm8k_train.jsonl"))[:FEW_SHOT_NUM_SHOTS]
+    test = read_jsonl(workload("gsm8k_test.jsonl"))[:num_questions]
+    prefix = "".join(f"Question: {ex['question']}\nAnswer: {ex['answer']}\n\n" for ex in train)
+    prompts = [prefix + f"Question: {ex['question']}\nAnswer:" for ex in test]
+    return GenInputs(prompts, _encode(tokenizer, prompts), max_new_tokens,
+                     references=[extract_answer(ex["answer"]) or "" for ex in test])
+
+
+def mt_bench_first_turns(num: int) -> list[str]:
+    questions = [q["turns"][0] for q in read_jsonl(workload("mt_bench_question.jsonl"))]
+    return [questions[i % len(questions)] for i in range(num)]
+
+
+def decode_inputs(tokenizer: Any, num_prompts: int, max_new_tokens: int) -> GenInputs:
+    """Chat-templated MT-Bench first turns, each decoding exactly max_new_tokens (batched decode and
+    single-stream latency)."""
+    prompts = [_chat(tokenizer, q) for q in mt_bench_first_turns(num_prompts)]
+    return GenInputs(prompts, _encode(tokenizer, prompts), max_new_tokens, ignore_eos=True)
+
+
+def character_card_inputs(tokenizer: Any, num_names: int, max_new_tokens: int = 256) -> GenInputs:
+    names = [n.strip() for n in workload("names_50.txt").read_text().splitlines() if n.strip()][:num_names]
+    messages = [f"Give the character card of {n} from Harry Potter as JSON." for n in names]
+    prompts = [_chat(tokenizer, m) for m in messages]
+    return GenInputs(prompts, _encode(tokenizer, prompts), max_new_tokens, json_schema=CHARACTER_SCHEMA,
+                     user_messages=messages)
+
+
+def react_inputs(tokenizer: Any, num_trajectories: int) -> GenInputs:
+    """Replay of recorded HotpotQA ReAct traces: step k's prompt is the question plus the recorded
+    thoughts, actions and observations of steps 1..k-1, ending in "Thought k:"."""
+    prompts: list[str] = []
+    trajectories: list[list[int]] = []
+    for row in read_jsonl(workload("react_hotpotqa_100.jsonl"))[:num_trajectories]:
+        ((question, steps),) = row.items()
+        trace = REACT_INSTRUCTION + question + "\n"
+        indices = []
+        for k, step in enumerate(steps, start=1):
+            indices.append(len(prompts))
+            prompts.append(trace + f"Thought {k}:")
+            trace += (f"Thought {k}: {step['thought']}\nAction {k}: {step['action']}\n"
+                      f"Observation {k}: {step['observation']}\n")
+        trajectories.append(indices)
+    return GenInputs(prompts, _encode(tokenizer, prompts), REACT_MAX_NEW_TOKENS, stop=["\nObservation"],
+                     trajectories=trajectories)
+
+
+_ANSWER = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")
+
+
+def extract_answer(text: str) -> str | None:
+    """The number after the first `####`, without thousands separators (None when there is none)."""
+    m = _ANSWER.search(text)
+    if m is None:
+        return None
+    number = m.group(1).replace(",", "")
+    return number[:-2] if number.endswith(".0") else number
+
+
+def score_accuracy(inputs: GenInputs, texts: list[str]) -> dict[str, float]:
+    right = sum(extract_answer(t) == ref for t, ref in zip(texts, inputs.references))
+    return {"accuracy": round(right / max(1, len(inputs.references)), 3)}
+
+
+def _is_valid(text: str, schema: dict[str, Any]) -> bool:
+    import jsonschema
+
+    try:
+        jsonschema.validate(json.loads(text), schema)
+    except (ValueError, jsonschema.ValidationError):
+        return False
+    return True
+
+
+def score_json_valid(inputs: GenInputs, texts: list[str]) -> dict[str, float]:
+    valid = sum(_is_valid(t, inputs.json_schema or {}) for t in texts)
+    return {"valid_share": round(valid / max(1, len(texts)), 3)}
