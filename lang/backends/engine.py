@@ -48,10 +48,11 @@ class StepNews:
 
 def read_step_output(out: Any) -> StepNews:
     """The one adapter from the runtime's StepOutput (keep runtime-format knowledge here)."""
-    meta = dict(out.meta) if isinstance(out.meta, dict) else dict(vars(out.meta))
-    err = meta.get("error")
-    message = err.get("message") if isinstance(err, dict) else (str(err) if err else None)
+    meta = out.usage.to_dict() if out.usage is not None else {}
+    message = out.error.message if out.error is not None else None
     fr = out.finish_reason
+    if fr is not None:
+        meta["finish_reason"] = fr.kind
     if message is None and fr is not None and fr.kind == "abort":
         message = fr.message or "the request was aborted"
     return StepNews(out.rid, list(out.new_token_ids), bool(out.finished), fr, meta, message)
@@ -169,6 +170,8 @@ class Engine(Backend):
             self._fail(job, BackendError(news.error))
             return
         job.meta = news.meta
+        if job.req.params.return_logprob:  # per-step logprobs accumulate on the request itself
+            job.meta["output_logprobs"] = list(job.req.output_logprobs)
         result = self._result(job)
         job.future.set_result(result)
         if job.deltas is not None:
