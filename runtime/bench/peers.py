@@ -23,6 +23,7 @@ from typing import Any
 
 from arborlm.runtime.bench.peers_inputs import GenInputs
 from arborlm.runtime.bench.peers_report import SystemOutcome, add_ratios, summarize_outcome
+from arborlm.runtime.bench.peers_systems import ARBORLM
 from arborlm.runtime.bench.peers_workloads import WORKLOAD_GROUPS, Workload, build_workloads
 
 DEFAULT_WORKLOADS = "few-shot,chat,latency,json,batched-decode,react"
@@ -66,8 +67,13 @@ def run_workload(ctx: Any, workload: Workload, systems: list[str] | None, repeat
     finally:
         workload.cleanup(ctx)
     lines = []
+    reference = next((o.runs[0].texts for o in outcomes if o.system == ARBORLM and o.runs), None)
     for o in outcomes:
-        score = workload.score(inputs, o.runs[0].texts) if workload.score and o.runs else None
+        score = dict(workload.score(inputs, o.runs[0].texts)) if workload.score and o.runs else {}
+        if reference is not None and o.runs and o.system != ARBORLM and o.runs[0].texts:
+            # greedy on both sides: how often this system wrote exactly arborlm's text
+            same = sum(a == b for a, b in zip(reference, o.runs[0].texts))
+            score["same_text_share_vs_arborlm"] = round(same / max(1, len(reference)), 3)
         lines.append(summarize_outcome(workload.name, o, score, extra={"kind": "result", **workload.describe(inputs)}))
     return add_ratios(lines)
 
@@ -187,15 +193,18 @@ def add_peers_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--max-total-tokens", type=int, default=65536, help="arborlm KV cache size in tokens")
     p.add_argument("--hf-batch-size", type=int, default=0, help="transformers/outlines batch (0: all prompts at once)")
     p.add_argument("--num-few-shot", type=int, default=64, help="few-shot: GSM8K test questions")
+    p.add_argument("--few-shot-max-new-tokens", type=int, default=64)
     p.add_argument("--num-chat", type=int, default=80, help="chat: MT-Bench conversations (2 turns each)")
     p.add_argument("--chat-concurrency", default="1,16", help="chat: comma list of concurrency levels")
     p.add_argument("--chat-max-new-tokens", type=int, default=256, help="chat: max_tokens per turn")
     p.add_argument("--num-latency", type=int, default=1, help="latency: requests, one at a time")
     p.add_argument("--latency-max-new-tokens", type=int, default=256)
     p.add_argument("--num-json", type=int, default=50, help="json: character-card names")
+    p.add_argument("--json-max-new-tokens", type=int, default=256)
     p.add_argument("--num-batched", type=int, default=32, help="batched-decode: prompts")
     p.add_argument("--batched-max-new-tokens", type=int, default=128)
     p.add_argument("--num-react", type=int, default=100, help="react: trajectories replayed")
+    p.add_argument("--react-max-new-tokens", type=int, default=64, help="react: tokens per step (stop at Observation)")
     p.add_argument("--port-base", type=int, default=30100, help="chat: arborlm serve on this port, llama.cpp on +1")
     p.add_argument("--log-dir", default="", help="chat: server logs (default: a new temp folder)")
     p.set_defaults(func=run, command_parser=p)

@@ -77,7 +77,7 @@ def character_card_inputs(tokenizer: Any, num_names: int, max_new_tokens: int = 
                      user_messages=messages)
 
 
-def react_inputs(tokenizer: Any, num_trajectories: int) -> GenInputs:
+def react_inputs(tokenizer: Any, num_trajectories: int, max_new_tokens: int = REACT_MAX_NEW_TOKENS) -> GenInputs:
     """Replay of recorded HotpotQA ReAct traces: step k's prompt is the question plus the recorded
     thoughts, actions and observations of steps 1..k-1, ending in "Thought k:"."""
     prompts: list[str] = []
@@ -92,7 +92,7 @@ def react_inputs(tokenizer: Any, num_trajectories: int) -> GenInputs:
             trace += (f"Thought {k}: {step['thought']}\nAction {k}: {step['action']}\n"
                       f"Observation {k}: {step['observation']}\n")
         trajectories.append(indices)
-    return GenInputs(prompts, _encode(tokenizer, prompts), REACT_MAX_NEW_TOKENS, stop=["\nObservation"],
+    return GenInputs(prompts, _encode(tokenizer, prompts), max_new_tokens, stop=["\nObservation"],
                      trajectories=trajectories)
 
 
