@@ -85,15 +85,13 @@ def _completion_kwargs(ctx: PeerContext, inputs: GenInputs) -> dict[str, Any]:
 
 
 def _grammar(ctx: PeerContext, schema: dict[str, Any]) -> Any:
-    """llama.cpp's JSON-schema → GBNF grammar, built once (off the clock, as every system's grammar)."""
+    """llama.cpp's JSON-schema → GBNF conversion, done once (off the clock). llama.cpp parses the
+    GBNF text when each request's sampler is built, inside the timed run, as its users pay it."""
     from llama_cpp import LlamaGrammar
 
     key = "llama-grammar:" + json.dumps(schema, sort_keys=True)
     if key not in ctx.cache:
-        t0 = time.perf_counter()
-        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        ctx.cache[key] = grammar
-        ctx.cache[key + ":compile_s"] = time.perf_counter() - t0
+        ctx.cache[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     return ctx.cache[key]
 
 
@@ -122,9 +120,6 @@ def generate_one_by_one(ctx: PeerContext, inputs: GenInputs) -> RunMeasurement:
     wall = time.perf_counter() - t0
     run = RunMeasurement(wall, num_out, prompt_tokens=num_prompt, cached_tokens=num_cached,
                          texts=[texts[i] for i in range(len(inputs.prompt_ids))])
-    compile_key = "llama-grammar:" + json.dumps(inputs.json_schema, sort_keys=True) + ":compile_s"
-    if compile_key in ctx.cache:
-        run.notes["grammar_compile_s"] = round(ctx.cache[compile_key], 3)
     return run
 
 

@@ -79,9 +79,10 @@ def table_markdown(lines: list[dict[str, Any]]) -> str:
     results = _results(lines)
     out = []
     if header:
-        out += [f"Measured {header.get('date', '')} on {header.get('machine', '')}, {header.get('threads', '')} threads "
-                f"per system; model `{header.get('model', '')}`; medians of {header.get('repeats', '')} runs, "
-                "systems alternating.", "", f"Command: `{header.get('command', '')}`", ""]
+        out += [f"Measured {header.get('date', '')} on {header.get('machine', '')}; threads per system: "
+                f"{header.get('threads', '')}; model `{header.get('model', '')}`, arborlm dtype {header.get('dtype', '')}; "
+                f"medians of {header.get('repeats', '')} runs, systems alternating.", "",
+                f"Command: `{header.get('command', '')}`", ""]
     weights: dict[str, str] = {}
     for ln in results:
         weights.setdefault(ln["system"], f"{ln.get('weights', '')} | {ln.get('version', '')}")
@@ -131,7 +132,8 @@ def plot_data(lines: list[dict[str, Any]]) -> PlotData:
         i = workloads.index(ln["workload"])
         values[ln["system"]][i] = ln.get(metrics[i])
     header = _header(lines)
-    title = f"arborlm bench peers — {header.get('machine', '')}, {header.get('threads', '')} threads, {header.get('date', '')}"
+    title = (f"arborlm bench peers — {header.get('machine', '')}, threads per system: {header.get('threads', '')}, "
+             f"{header.get('date', '')}")
     return PlotData(workloads, systems, values, metrics, title)
 
 
@@ -140,6 +142,7 @@ def write_plot(lines: list[dict[str, Any]], path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     data = plot_data(lines)
     width = 0.8 / max(1, len(data.systems))
@@ -154,6 +157,8 @@ def write_plot(lines: list[dict[str, Any]], path: str | Path) -> None:
     labels = [w if m == "output_tok_s" else f"{w}\n({m})" for w, m in zip(data.workloads, data.metric_names)]
     ax.set_xticks(range(len(data.workloads)), labels, fontsize=8)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylabel("output tokens / s (log scale; higher is better)")
     ax.set_title(data.title, fontsize=9)
     ax.legend(fontsize=8)

@@ -46,7 +46,7 @@ def _median(xs: list[float]) -> float:
 
 
 def summarize_outcome(workload: str, outcome: SystemOutcome,
-                      score: dict[str, float] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                      score: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON line of one (workload, system) before ratios: medians over the runs. `score` holds
     output-quality numbers (accuracy, valid_share) computed from the texts."""
     line: dict[str, Any] = {"bench": "peers", "workload": workload, "system": outcome.system}

@@ -39,7 +39,7 @@ class Workload:
     description: str
     build: Callable[[PeerContext], Any]  # the inputs every system gets
     runners: dict[str, Runner]  # system -> runner, in the order they alternate
-    score: Callable[[Any, list[str]], dict[str, float]] | None = None
+    score: Callable[[Any, list[str]], dict[str, Any]] | None = None
     requires: dict[str, str] = field(default_factory=dict)  # system -> availability check, if not its own name
     describe: Callable[[Any], dict[str, Any]] = lambda _inputs: {}  # sizes, into every line
     cleanup: Callable[[PeerContext], None] = lambda _ctx: None

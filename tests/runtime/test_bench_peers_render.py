@@ -40,7 +40,7 @@ def canned() -> list[dict]:
 
 def test_table_has_the_run_facts_every_line_and_arborlm_ratios(canned) -> None:
     md = table_markdown(canned)
-    assert "Test CPU, 2 cores" in md and "2026-11-30 12:00 UTC" in md and "2 threads" in md
+    assert "Test CPU, 2 cores" in md and "2026-11-30 12:00 UTC" in md and "threads per system: 2" in md
     assert "`arborlm bench peers --repeats 3`" in md and "medians of 3 runs" in md
     assert "| llama.cpp | GGUF Q4_1 (4-bit) | 1.0 |" in md and "| arborlm | bfloat16 | 1.0 |" in md
     rows = [r for r in md.splitlines() if r.startswith("| few-shot")]

@@ -84,7 +84,9 @@ def test_scores() -> None:
     assert score_accuracy(inputs, ["#### 7", "#### 13"]) == {"accuracy": 0.5}
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     json_inputs = GenInputs(["p"] * 3, [[1]] * 3, 8, json_schema=schema)
-    assert score_json_valid(json_inputs, ['{"n": 1}', '{"n": "x"}', '{"n": 1']) == {"valid_share": 0.333}
+    assert score_json_valid(json_inputs, ['{"n": 1}', '{"n": 2}', '{"n": 3}']) == {"valid_share": 1.0}
+    score = score_json_valid(json_inputs, ['{"n": 1}', '{"n": "x"}', '{"n": 1'])
+    assert score["valid_share"] == 0.333 and score["first_invalid_reason"].startswith("schema: 'x' is not")
 
 
 def test_few_shot_inputs_share_the_8_shot_prefix(tokenizer) -> None:
