@@ -40,6 +40,19 @@ def warmup_inputs(inputs: Any) -> Any:
     return dataclasses.replace(inputs, conversations=inputs.conversations[:1], concurrency=1, max_new_tokens=4)
 
 
+def _run_once(outcome: SystemOutcome, workload: Workload, ctx: Any, inputs: Any, keep: bool) -> None:
+    """One run of a system; a system that raised once runs no more (its line shows the error)."""
+    if outcome.failure is not None:
+        return
+    try:
+        run = workload.runners[outcome.system](ctx, inputs)
+    except Exception as e:  # noqa: BLE001 - a peer failing is a result, not a crash of the whole run
+        outcome.failure, outcome.runs = f"{type(e).__name__}: {e}"[:300], []
+        return
+    if keep:
+        outcome.runs.append(run)
+
+
 def run_workload(ctx: Any, workload: Workload, systems: list[str] | None, repeats: int) -> list[dict[str, Any]]:
     inputs = workload.build(ctx)
     outcomes: list[SystemOutcome] = []
@@ -50,20 +63,12 @@ def run_workload(ctx: Any, workload: Workload, systems: list[str] | None, repeat
         outcomes.append(SystemOutcome(system, skipped_reason=reason, info=ctx.system_info(system)))
     runnable = [o for o in outcomes if o.skipped_reason is None]
     try:
-        for o in list(runnable):
-            try:
-                workload.runners[o.system](ctx, warmup_inputs(inputs))
-            except Exception as e:  # noqa: BLE001 - a peer failing is a result, not a crash of the run
-                o.skipped_reason = f"failed: {type(e).__name__}: {e}"[:300]
-                runnable.remove(o)
+        for o in runnable:
+            _run_once(o, workload, ctx, warmup_inputs(inputs), keep=False)
         for round_idx in range(repeats):
             shift = round_idx % max(1, len(runnable))
             for o in runnable[shift:] + runnable[:shift]:
-                if o.skipped_reason is None:
-                    try:
-                        o.runs.append(workload.runners[o.system](ctx, inputs))
-                    except Exception as e:  # noqa: BLE001
-                        o.skipped_reason, o.runs = f"failed: {type(e).__name__}: {e}"[:300], []
+                _run_once(o, workload, ctx, inputs, keep=True)
     finally:
         workload.cleanup(ctx)
     lines = []

@@ -67,7 +67,7 @@ def _quality_cell(line: dict[str, Any]) -> str:
 
 def _arborlm_ratio_cell(line: dict[str, Any], arborlm_line: dict[str, Any] | None) -> str:
     """arborlm's output-throughput ratio over this line's system (× faster)."""
-    if arborlm_line is None or line is arborlm_line or line.get("skipped"):
+    if arborlm_line is None or line is arborlm_line or line.get("skipped") or line.get("failed"):
         return ""
     ratio = (arborlm_line.get("ratios") or {}).get(line["system"], {})
     key = "decode_tok_s" if "decode_tok_s" in ratio else "output_tok_s"
@@ -95,10 +95,11 @@ def table_markdown(lines: list[dict[str, Any]]) -> str:
     for ln in results:
         by_workload.setdefault(ln["workload"], []).append(ln)
     for workload, rows in by_workload.items():
-        ours = next((r for r in rows if r["system"] == "arborlm" and not r.get("skipped")), None)
+        ours = next((r for r in rows if r["system"] == "arborlm" and "wall_s" in r), None)
         for r in rows:
-            if r.get("skipped"):
-                out.append(f"| {workload} | {r['system']} | skipped: {r.get('reason', '')} | | | | | | | |")
+            if r.get("skipped") or r.get("failed"):
+                why = f"skipped: {r.get('reason', '')}" if r.get("skipped") else f"failed: {r.get('error', '')}"
+                out.append(f"| {workload} | {r['system']} | {why} | | | | | | | |")
                 continue
             out.append(
                 f"| {workload} | {r['system']} | {_fmt(r.get('wall_s'), 2)} | {_fmt(r.get('output_tok_s'))} | "
@@ -123,7 +124,7 @@ class PlotData:
 
 
 def plot_data(lines: list[dict[str, Any]]) -> PlotData:
-    results = [ln for ln in _results(lines) if not ln.get("skipped")]
+    results = [ln for ln in _results(lines) if not ln.get("skipped") and not ln.get("failed")]
     workloads = list(dict.fromkeys(ln["workload"] for ln in results))
     systems = list(dict.fromkeys(ln["system"] for ln in results))
     metrics = [PLOT_METRIC.get(w, "output_tok_s") for w in workloads]
