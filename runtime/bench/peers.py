@@ -140,8 +140,12 @@ def _render(lines: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from arborlm.runtime.bench.peers_render import read_lines
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:  # say so before a long run, not after
+        raise SystemExit("--plot needs matplotlib: `make bench-peers` (or pip install matplotlib)")
     if args.from_jsonl:
         _render(read_lines(args.from_jsonl), args)
         return 0

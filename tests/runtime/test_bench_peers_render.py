@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,10 @@ def test_from_jsonl_rerenders_without_running(canned, tmp_path: Path, capsys) ->
     empty.write_text("no json here\n")
     with pytest.raises(ValueError, match="no `arborlm bench peers` JSON lines"):
         read_lines(empty)
+
+
+def test_plot_without_matplotlib_fails_before_running_anything(monkeypatch, tmp_path: Path, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(SystemExit, match="--plot needs matplotlib"):
+        main(["bench", "peers", "--plot", str(tmp_path / "p.png")])
+    assert capsys.readouterr().out == ""
