@@ -23,6 +23,7 @@ from typing import Any
 
 from arborlm.runtime.bench.peers_inputs import GenInputs
 from arborlm.runtime.bench.peers_report import SystemOutcome, add_ratios, summarize_outcome
+from arborlm.runtime.bench.peers_systems import ARBORLM
 from arborlm.runtime.bench.peers_workloads import WORKLOAD_GROUPS, Workload, build_workloads
 
 DEFAULT_WORKLOADS = "few-shot,chat,latency,json,batched-decode,react"
@@ -39,6 +40,19 @@ def warmup_inputs(inputs: Any) -> Any:
     return dataclasses.replace(inputs, conversations=inputs.conversations[:1], concurrency=1, max_new_tokens=4)
 
 
+def _run_once(outcome: SystemOutcome, workload: Workload, ctx: Any, inputs: Any, keep: bool) -> None:
+    """One run of a system; a system that raised once runs no more (its line shows the error)."""
+    if outcome.failure is not None:
+        return
+    try:
+        run = workload.runners[outcome.system](ctx, inputs)
+    except Exception as e:  # noqa: BLE001 - a peer failing is a result, not a crash of the whole run
+        outcome.failure, outcome.runs = f"{type(e).__name__}: {e}"[:300], []
+        return
+    if keep:
+        outcome.runs.append(run)
+
+
 def run_workload(ctx: Any, workload: Workload, systems: list[str] | None, repeats: int) -> list[dict[str, Any]]:
     inputs = workload.build(ctx)
     outcomes: list[SystemOutcome] = []
@@ -49,25 +63,22 @@ def run_workload(ctx: Any, workload: Workload, systems: list[str] | None, repeat
         outcomes.append(SystemOutcome(system, skipped_reason=reason, info=ctx.system_info(system)))
     runnable = [o for o in outcomes if o.skipped_reason is None]
     try:
-        for o in list(runnable):
-            try:
-                workload.runners[o.system](ctx, warmup_inputs(inputs))
-            except Exception as e:  # noqa: BLE001 - a peer failing is a result, not a crash of the run
-                o.skipped_reason = f"failed: {type(e).__name__}: {e}"[:300]
-                runnable.remove(o)
+        for o in runnable:
+            _run_once(o, workload, ctx, warmup_inputs(inputs), keep=False)
         for round_idx in range(repeats):
             shift = round_idx % max(1, len(runnable))
             for o in runnable[shift:] + runnable[:shift]:
-                if o.skipped_reason is None:
-                    try:
-                        o.runs.append(workload.runners[o.system](ctx, inputs))
-                    except Exception as e:  # noqa: BLE001
-                        o.skipped_reason, o.runs = f"failed: {type(e).__name__}: {e}"[:300], []
+                _run_once(o, workload, ctx, inputs, keep=True)
     finally:
         workload.cleanup(ctx)
     lines = []
+    reference = next((o.runs[0].texts for o in outcomes if o.system == ARBORLM and o.runs), None)
     for o in outcomes:
-        score = workload.score(inputs, o.runs[0].texts) if workload.score and o.runs else None
+        score = dict(workload.score(inputs, o.runs[0].texts)) if workload.score and o.runs else {}
+        if reference is not None and o.runs and o.system != ARBORLM and o.runs[0].texts:
+            # greedy on both sides: how often this system wrote exactly arborlm's text
+            same = sum(a == b for a, b in zip(reference, o.runs[0].texts))
+            score["same_text_share_vs_arborlm"] = round(same / max(1, len(reference)), 3)
         lines.append(summarize_outcome(workload.name, o, score, extra={"kind": "result", **workload.describe(inputs)}))
     return add_ratios(lines)
 
@@ -129,8 +140,12 @@ def _render(lines: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from arborlm.runtime.bench.peers_render import read_lines
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:  # say so before a long run, not after
+        raise SystemExit("--plot needs matplotlib: `make bench-peers` (or pip install matplotlib)")
     if args.from_jsonl:
         _render(read_lines(args.from_jsonl), args)
         return 0
@@ -187,15 +202,18 @@ def add_peers_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--max-total-tokens", type=int, default=65536, help="arborlm KV cache size in tokens")
     p.add_argument("--hf-batch-size", type=int, default=0, help="transformers/outlines batch (0: all prompts at once)")
     p.add_argument("--num-few-shot", type=int, default=64, help="few-shot: GSM8K test questions")
+    p.add_argument("--few-shot-max-new-tokens", type=int, default=64)
     p.add_argument("--num-chat", type=int, default=80, help="chat: MT-Bench conversations (2 turns each)")
     p.add_argument("--chat-concurrency", default="1,16", help="chat: comma list of concurrency levels")
     p.add_argument("--chat-max-new-tokens", type=int, default=256, help="chat: max_tokens per turn")
     p.add_argument("--num-latency", type=int, default=1, help="latency: requests, one at a time")
     p.add_argument("--latency-max-new-tokens", type=int, default=256)
     p.add_argument("--num-json", type=int, default=50, help="json: character-card names")
+    p.add_argument("--json-max-new-tokens", type=int, default=256)
     p.add_argument("--num-batched", type=int, default=32, help="batched-decode: prompts")
     p.add_argument("--batched-max-new-tokens", type=int, default=128)
     p.add_argument("--num-react", type=int, default=100, help="react: trajectories replayed")
+    p.add_argument("--react-max-new-tokens", type=int, default=64, help="react: tokens per step (stop at Observation)")
     p.add_argument("--port-base", type=int, default=30100, help="chat: arborlm serve on this port, llama.cpp on +1")
     p.add_argument("--log-dir", default="", help="chat: server logs (default: a new temp folder)")
     p.set_defaults(func=run, command_parser=p)

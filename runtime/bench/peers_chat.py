@@ -55,14 +55,17 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with code {self.proc.returncode} during startup (log: {log_path})")
-            try:
-                if httpx.get(self.base_url + health_path, timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass  # not listening yet
+            if self._answers(health_path):
+                return
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"server not healthy within {SERVER_START_TIMEOUT_S:.0f}s (log: {log_path})")
+
+    def _answers(self, path: str) -> bool:
+        try:
+            return httpx.get(self.base_url + path, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False  # not listening yet
 
     def stop(self) -> None:
         if self.proc.poll() is None:

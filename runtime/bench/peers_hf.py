@@ -34,9 +34,7 @@ def _generate_kwargs(ctx: PeerContext, inputs: GenInputs) -> dict[str, Any]:
 def _batched(ctx: PeerContext, prompt_ids: list[list[int]], inputs: GenInputs) -> list[list[int]]:
     import torch
 
-    tok = ctx.tokenizer
-    tok.padding_side = "left"
-    enc = tok.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt")
+    enc = ctx.tokenizer.pad({"input_ids": prompt_ids}, padding=True, padding_side="left", return_tensors="pt")
     with torch.inference_mode():
         gen = ctx.hf_model.generate(**enc, **_generate_kwargs(ctx, inputs))
     return [_until_eos(row[enc["input_ids"].shape[1]:].tolist(), ctx.eos_token_ids) for row in gen]

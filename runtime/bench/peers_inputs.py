@@ -77,7 +77,7 @@ def character_card_inputs(tokenizer: Any, num_names: int, max_new_tokens: int = 
                      user_messages=messages)
 
 
-def react_inputs(tokenizer: Any, num_trajectories: int) -> GenInputs:
+def react_inputs(tokenizer: Any, num_trajectories: int, max_new_tokens: int = REACT_MAX_NEW_TOKENS) -> GenInputs:
     """Replay of recorded HotpotQA ReAct traces: step k's prompt is the question plus the recorded
     thoughts, actions and observations of steps 1..k-1, ending in "Thought k:"."""
     prompts: list[str] = []
@@ -92,7 +92,7 @@ def react_inputs(tokenizer: Any, num_trajectories: int) -> GenInputs:
             trace += (f"Thought {k}: {step['thought']}\nAction {k}: {step['action']}\n"
                       f"Observation {k}: {step['observation']}\n")
         trajectories.append(indices)
-    return GenInputs(prompts, _encode(tokenizer, prompts), REACT_MAX_NEW_TOKENS, stop=["\nObservation"],
+    return GenInputs(prompts, _encode(tokenizer, prompts), max_new_tokens, stop=["\nObservation"],
                      trajectories=trajectories)
 
 
@@ -108,21 +108,28 @@ def extract_answer(text: str) -> str | None:
     return number[:-2] if number.endswith(".0") else number
 
 
-def score_accuracy(inputs: GenInputs, texts: list[str]) -> dict[str, float]:
+def score_accuracy(inputs: GenInputs, texts: list[str]) -> dict[str, Any]:
     right = sum(extract_answer(t) == ref for t, ref in zip(texts, inputs.references))
     return {"accuracy": round(right / max(1, len(inputs.references)), 3)}
 
 
-def _is_valid(text: str, schema: dict[str, Any]) -> bool:
+def why_invalid(text: str, schema: dict[str, Any]) -> str | None:
+    """None for output valid against the schema, else a short reason."""
     import jsonschema
 
     try:
         jsonschema.validate(json.loads(text), schema)
-    except (ValueError, jsonschema.ValidationError):
-        return False
-    return True
+    except ValueError as e:
+        return f"not JSON: {e}"[:120]
+    except jsonschema.ValidationError as e:
+        return f"schema: {e.message}"[:120]
+    return None
 
 
-def score_json_valid(inputs: GenInputs, texts: list[str]) -> dict[str, float]:
-    valid = sum(_is_valid(t, inputs.json_schema or {}) for t in texts)
-    return {"valid_share": round(valid / max(1, len(texts)), 3)}
+def score_json_valid(inputs: GenInputs, texts: list[str]) -> dict[str, Any]:
+    reasons = [why_invalid(t, inputs.json_schema or {}) for t in texts]
+    score: dict[str, Any] = {"valid_share": round(sum(r is None for r in reasons) / max(1, len(texts)), 3)}
+    first_bad = next((r for r in reasons if r is not None), None)
+    if first_bad is not None:
+        score["first_invalid_reason"] = first_bad
+    return score

@@ -21,12 +21,13 @@ NO_EOS_BIAS = -1e9  # added to EOS logits when a workload decodes exactly max_ne
 
 
 @contextlib.contextmanager
-def without_extra_buffer_types() -> Iterator[None]:
+def without_extra_buffer_types(native: Any = None) -> Iterator[None]:
     """Load models with `use_extra_bufts = False` (no repacked-weight buffers: on this machine's CPU
     the AMX path crashes on Q4_1 weights). llama-cpp-python 0.3.x accepts `use_extra_bufts=` in
     `Llama(...)` but drops it into **kwargs unread, so the default params it starts from are patched
-    for the duration of the load instead."""
-    import llama_cpp.llama_cpp as native
+    for the duration of the load instead. `native`: the ctypes binding module (llama_cpp.llama_cpp)."""
+    if native is None:
+        import llama_cpp.llama_cpp as native
 
     original = native.llama_model_default_params
 
@@ -61,10 +62,15 @@ def _common_prefix_len(a: list[int], b: list[int]) -> int:
 
 
 def _reusable_tokens(llm: Any, ids: list[int]) -> int:
-    """Prompt tokens llama-cpp-python will not recompute: its longest prefix match against the KV
-    it holds from the previous call (it always re-evaluates at least the last prompt token)."""
+    """Prompt tokens llama-cpp-python will not recompute, by its own rule (`Llama.generate`, 0.3.x):
+    the longest common prefix with the sequence it holds from the previous call, less one token
+    when that covers the whole prompt (it re-evaluates one for fresh logits), unless the held
+    sequence is exactly the prompt."""
     held = [int(t) for t in llm.input_ids[: llm.n_tokens]]
-    return _common_prefix_len(held, ids[:-1])
+    common = _common_prefix_len(held, ids)
+    if common == len(ids) and llm.n_tokens != len(ids):
+        return common - 1
+    return common
 
 
 def _completion_kwargs(ctx: PeerContext, inputs: GenInputs) -> dict[str, Any]:
@@ -79,15 +85,13 @@ def _completion_kwargs(ctx: PeerContext, inputs: GenInputs) -> dict[str, Any]:
 
 
 def _grammar(ctx: PeerContext, schema: dict[str, Any]) -> Any:
-    """llama.cpp's JSON-schema → GBNF grammar, built once (off the clock, as every system's grammar)."""
+    """llama.cpp's JSON-schema → GBNF conversion, done once (off the clock). llama.cpp parses the
+    GBNF text when each request's sampler is built, inside the timed run, as its users pay it."""
     from llama_cpp import LlamaGrammar
 
     key = "llama-grammar:" + json.dumps(schema, sort_keys=True)
     if key not in ctx.cache:
-        t0 = time.perf_counter()
-        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        ctx.cache[key] = grammar
-        ctx.cache[key + ":compile_s"] = time.perf_counter() - t0
+        ctx.cache[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     return ctx.cache[key]
 
 
@@ -116,9 +120,6 @@ def generate_one_by_one(ctx: PeerContext, inputs: GenInputs) -> RunMeasurement:
     wall = time.perf_counter() - t0
     run = RunMeasurement(wall, num_out, prompt_tokens=num_prompt, cached_tokens=num_cached,
                          texts=[texts[i] for i in range(len(inputs.prompt_ids))])
-    compile_key = "llama-grammar:" + json.dumps(inputs.json_schema, sort_keys=True) + ":compile_s"
-    if compile_key in ctx.cache:
-        run.notes["grammar_compile_s"] = round(ctx.cache[compile_key], 3)
     return run
 
 

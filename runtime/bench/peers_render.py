@@ -67,7 +67,7 @@ def _quality_cell(line: dict[str, Any]) -> str:
 
 def _arborlm_ratio_cell(line: dict[str, Any], arborlm_line: dict[str, Any] | None) -> str:
     """arborlm's output-throughput ratio over this line's system (× faster)."""
-    if arborlm_line is None or line is arborlm_line or line.get("skipped"):
+    if arborlm_line is None or line is arborlm_line or line.get("skipped") or line.get("failed"):
         return ""
     ratio = (arborlm_line.get("ratios") or {}).get(line["system"], {})
     key = "decode_tok_s" if "decode_tok_s" in ratio else "output_tok_s"
@@ -79,9 +79,10 @@ def table_markdown(lines: list[dict[str, Any]]) -> str:
     results = _results(lines)
     out = []
     if header:
-        out += [f"Measured {header.get('date', '')} on {header.get('machine', '')}, {header.get('threads', '')} threads "
-                f"per system; model `{header.get('model', '')}`; medians of {header.get('repeats', '')} runs, "
-                "systems alternating.", "", f"Command: `{header.get('command', '')}`", ""]
+        out += [f"Measured {header.get('date', '')} on {header.get('machine', '')}; threads per system: "
+                f"{header.get('threads', '')}; model `{header.get('model', '')}`, arborlm dtype {header.get('dtype', '')}; "
+                f"medians of {header.get('repeats', '')} runs, systems alternating.", "",
+                f"Command: `{header.get('command', '')}`", ""]
     weights: dict[str, str] = {}
     for ln in results:
         weights.setdefault(ln["system"], f"{ln.get('weights', '')} | {ln.get('version', '')}")
@@ -94,10 +95,11 @@ def table_markdown(lines: list[dict[str, Any]]) -> str:
     for ln in results:
         by_workload.setdefault(ln["workload"], []).append(ln)
     for workload, rows in by_workload.items():
-        ours = next((r for r in rows if r["system"] == "arborlm" and not r.get("skipped")), None)
+        ours = next((r for r in rows if r["system"] == "arborlm" and "wall_s" in r), None)
         for r in rows:
-            if r.get("skipped"):
-                out.append(f"| {workload} | {r['system']} | skipped: {r.get('reason', '')} | | | | | | | |")
+            if r.get("skipped") or r.get("failed"):
+                why = f"skipped: {r.get('reason', '')}" if r.get("skipped") else f"failed: {r.get('error', '')}"
+                out.append(f"| {workload} | {r['system']} | {why} | | | | | | | |")
                 continue
             out.append(
                 f"| {workload} | {r['system']} | {_fmt(r.get('wall_s'), 2)} | {_fmt(r.get('output_tok_s'))} | "
@@ -122,7 +124,7 @@ class PlotData:
 
 
 def plot_data(lines: list[dict[str, Any]]) -> PlotData:
-    results = [ln for ln in _results(lines) if not ln.get("skipped")]
+    results = [ln for ln in _results(lines) if not ln.get("skipped") and not ln.get("failed")]
     workloads = list(dict.fromkeys(ln["workload"] for ln in results))
     systems = list(dict.fromkeys(ln["system"] for ln in results))
     metrics = [PLOT_METRIC.get(w, "output_tok_s") for w in workloads]
@@ -131,7 +133,8 @@ def plot_data(lines: list[dict[str, Any]]) -> PlotData:
         i = workloads.index(ln["workload"])
         values[ln["system"]][i] = ln.get(metrics[i])
     header = _header(lines)
-    title = f"arborlm bench peers — {header.get('machine', '')}, {header.get('threads', '')} threads, {header.get('date', '')}"
+    title = (f"arborlm bench peers — {header.get('machine', '')}, threads per system: {header.get('threads', '')}, "
+             f"{header.get('date', '')}")
     return PlotData(workloads, systems, values, metrics, title)
 
 
@@ -140,6 +143,7 @@ def write_plot(lines: list[dict[str, Any]], path: str | Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     data = plot_data(lines)
     width = 0.8 / max(1, len(data.systems))
@@ -154,6 +158,8 @@ def write_plot(lines: list[dict[str, Any]], path: str | Path) -> None:
     labels = [w if m == "output_tok_s" else f"{w}\n({m})" for w, m in zip(data.workloads, data.metric_names)]
     ax.set_xticks(range(len(data.workloads)), labels, fontsize=8)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylabel("output tokens / s (log scale; higher is better)")
     ax.set_title(data.title, fontsize=9)
     ax.legend(fontsize=8)

@@ -31,7 +31,8 @@ class SystemOutcome:
 
     system: str
     runs: list[RunMeasurement] = field(default_factory=list)
-    skipped_reason: str | None = None
+    skipped_reason: str | None = None  # not installed / not applicable: never ran
+    failure: str | None = None  # ran and raised: no numbers, the error instead
     info: dict[str, Any] = field(default_factory=dict)  # weights, version, settings: into the line as is
 
 
@@ -46,13 +47,15 @@ def _median(xs: list[float]) -> float:
 
 
 def summarize_outcome(workload: str, outcome: SystemOutcome,
-                      score: dict[str, float] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                      score: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON line of one (workload, system) before ratios: medians over the runs. `score` holds
     output-quality numbers (accuracy, valid_share) computed from the texts."""
     line: dict[str, Any] = {"bench": "peers", "workload": workload, "system": outcome.system}
     line.update(extra or {})
     if outcome.skipped_reason is not None:
         return line | {"skipped": True, "reason": outcome.skipped_reason} | outcome.info
+    if outcome.failure is not None:
+        return line | {"failed": True, "error": outcome.failure} | outcome.info
     if not outcome.runs:
         raise ValueError(f"{workload}/{outcome.system}: no runs and no skip reason")
     runs = outcome.runs
@@ -86,7 +89,7 @@ def _ratio(mine: float, theirs: float, higher_is_better: bool) -> float | None:
 def add_ratios(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Give every measured line of one workload `ratios: {other_system: {metric: r}}` against each
     other measured system (r > 1: this line's system is better on that metric)."""
-    measured = [ln for ln in lines if not ln.get("skipped")]
+    measured = [ln for ln in lines if not ln.get("skipped") and not ln.get("failed")]
     for line in measured:
         ratios: dict[str, dict[str, float | None]] = {}
         for other in measured:

@@ -122,7 +122,9 @@ class PeerContext:
             return {"weights": "GGUF Q4_1 (4-bit)", "version": _version("llama_cpp_python"), "threads": self.threads,
                     "use_extra_bufts": False}
         info: dict[str, Any] = {"weights": self.dtype, "threads": self.threads}
-        if system == OUTLINES:
+        if system == ARBORLM:
+            info["version"] = _version("arborlm")
+        elif system == OUTLINES:
             info["version"] = _version("outlines")
         elif system == TRANSFORMERS:
             info["version"] = _version("transformers")

@@ -39,7 +39,7 @@ class Workload:
     description: str
     build: Callable[[PeerContext], Any]  # the inputs every system gets
     runners: dict[str, Runner]  # system -> runner, in the order they alternate
-    score: Callable[[Any, list[str]], dict[str, float]] | None = None
+    score: Callable[[Any, list[str]], dict[str, Any]] | None = None
     requires: dict[str, str] = field(default_factory=dict)  # system -> availability check, if not its own name
     describe: Callable[[Any], dict[str, Any]] = lambda _inputs: {}  # sizes, into every line
     cleanup: Callable[[PeerContext], None] = lambda _ctx: None
@@ -70,8 +70,8 @@ def build_workloads(args: argparse.Namespace) -> dict[str, Workload]:
     """Every workload, by name, in the order they run."""
     tok = lambda ctx: ctx.tokenizer  # noqa: E731
     workloads = [
-        Workload("few-shot", "GSM8K: 8-shot prefix + N test questions, greedy, 64 tokens",
-                 lambda ctx: few_shot_inputs(tok(ctx), ctx.args.num_few_shot),
+        Workload("few-shot", "GSM8K: 8-shot prefix + N test questions, greedy, 64 new tokens",
+                 lambda ctx: few_shot_inputs(tok(ctx), ctx.args.num_few_shot, ctx.args.few_shot_max_new_tokens),
                  {ARBORLM: peers_arborlm.generate_all, TRANSFORMERS: peers_hf.generate_batched,
                   LLAMA_CPP: peers_llamacpp.generate_one_by_one},
                  score=score_accuracy, describe=_gen_sizes),
@@ -81,7 +81,7 @@ def build_workloads(args: argparse.Namespace) -> dict[str, Workload]:
                  {ARBORLM: peers_arborlm.single_stream, TRANSFORMERS: peers_hf.single_stream,
                   LLAMA_CPP: peers_llamacpp.single_stream}, describe=_gen_sizes),
         Workload("json", "character cards for N names against a JSON schema, greedy, max 256 tokens",
-                 lambda ctx: character_card_inputs(tok(ctx), ctx.args.num_json),
+                 lambda ctx: character_card_inputs(tok(ctx), ctx.args.num_json, ctx.args.json_max_new_tokens),
                  {ARBORLM: peers_arborlm.generate_all, LLAMA_CPP: peers_llamacpp.generate_one_by_one,
                   OUTLINES: peers_hf.outlines_json},
                  score=score_json_valid, describe=_gen_sizes),
@@ -90,7 +90,7 @@ def build_workloads(args: argparse.Namespace) -> dict[str, Workload]:
                  {ARBORLM: peers_arborlm.generate_all, TRANSFORMERS: peers_hf.generate_batched,
                   LLAMA_CPP: peers_llamacpp.generate_one_by_one}, describe=_gen_sizes),
         Workload("react", "ReAct replay over HotpotQA traces: each step's prompt is the growing trace",
-                 lambda ctx: react_inputs(tok(ctx), ctx.args.num_react),
+                 lambda ctx: react_inputs(tok(ctx), ctx.args.num_react, ctx.args.react_max_new_tokens),
                  {ARBORLM: peers_arborlm.react_replay, LLAMA_CPP: peers_llamacpp.generate_one_by_one},
                  describe=_react_sizes),
     ]
