@@ -10,6 +10,7 @@ import pytest
 from arborlm.runtime.cli import main
 
 
+@pytest.mark.slow  # benchmark-style (~1 min): run with `pytest -m slow tests/lang/test_bench_programs.py`
 def test_bench_programs_prints_one_line_per_workload(capsys, smollm2_path):
     rc = main(["bench", "programs", "--dtype", "float32", "--threads", "2", "--num-questions", "3",
                "--num-shots", "2", "--max-new-tokens", "6", "--hf-batch-size", "3", "--num-topics", "2",
