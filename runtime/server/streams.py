@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -81,17 +80,24 @@ class ReleasingStream(StreamingResponse):
         self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        errors: list[Exception] = []  # raised after the task group, not wrapped in an ExceptionGroup
         try:
             async with anyio.create_task_group() as tg:
 
                 async def stream() -> None:
-                    with contextlib.suppress(OSError):  # the client went away while we sent
+                    try:
                         await self.stream_response(send)
+                    except OSError:  # the client went away while we sent
+                        pass
+                    except Exception as e:
+                        errors.append(e)
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(stream)
                 await self.listen_for_disconnect(receive)
                 tg.cancel_scope.cancel()
+            if errors:
+                raise errors[0]
         finally:
             with anyio.CancelScope(shield=True):
                 aclose = getattr(self.body_iterator, "aclose", None)

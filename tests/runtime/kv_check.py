@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def snapshot(c: Any) -> list[tuple]:
+    """Everything a read could change: structure, slots, locks and LRU stamps of every node."""
+    return sorted((n.uid, tuple(n.key), tuple(n.value), n.lock_ref, n.last_access,
+                   n.parent.uid if n.parent else None) for n in c._nodes())
+
+
 def assert_kv_baseline(engine: Any) -> None:
     """Nothing runs and nothing is locked: every KV slot is on the free list or in the tree."""
     engine.check_invariants()

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from kv_check import Slots
+from kv_check import Slots, snapshot
 
 from arborlm.runtime.radix_cache import NoCache, RadixCache, RadixNode, make_cache
 
@@ -47,37 +47,6 @@ def test_insert_then_match_exact_and_longer() -> None:
     assert slots == [10, 11, 12] and depth(node) == 3
     assert c.match_prefix([9, 1]) == ([], c.root)
     c.check_invariants()
-
-
-def snapshot(c: RadixCache) -> list[tuple]:
-    """Everything a read could change: structure, slots, locks and LRU stamps of every node."""
-    return sorted((n.uid, tuple(n.key), tuple(n.value), n.lock_ref, n.last_access,
-                   n.parent.uid if n.parent else None) for n in c._nodes())
-
-
-def test_match_prefix_is_read_only() -> None:
-    c = RadixCache()
-    c.insert([1, 2, 3, 4], [10, 11, 12, 13])
-    c.insert([1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 15, 16])
-    c.insert([7, 8], [17, 18])
-    before = snapshot(c)
-    slots, node = c.match_prefix([1, 2, 9])  # ends inside the [1, 2, 3, 4] edge
-    assert slots == [10, 11] and node is c.root  # no node ends at 2 and none is made
-    slots, node = c.match_prefix([1, 2, 3, 4, 5])
-    assert slots == [10, 11, 12, 13, 15] and depth(node) == 4
-    assert c.match_prefix([7, 8, 9])[0] == [17, 18]
-    assert [c.match_len(x) for x in ([1, 2, 9], [1, 2, 3, 4, 5], [7, 8, 9], [5])] == [2, 5, 2, 0]
-    assert snapshot(c) == before
-    c.check_invariants()
-
-
-def test_match_prefix_does_not_touch_lru() -> None:
-    c = RadixCache()
-    c.insert([1, 1], [10, 11])
-    c.insert([2, 2], [20, 21])
-    for _ in range(3):
-        c.match_prefix([1, 1])  # reads (the lpm policy) must not make [1, 1] recent
-    assert c.evict(1) == [10, 11]
 
 
 def test_partial_match_splits_edge() -> None:
@@ -210,24 +179,6 @@ def test_evict_frees_at_least_requested() -> None:
     freed = c.evict(6)
     assert sorted(freed) == list(range(1, 11))
     assert c.evict(0) == []
-
-
-def test_evict_is_incremental(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Evicting a few leaves of a big tree does not rebuild a heap over all of its leaves."""
-    import arborlm.runtime.radix_cache as rc
-
-    c = RadixCache()
-    slots = Slots()
-    for i in range(5000):
-        c.insert([i // 50, i], slots.take(2) if i % 50 == 0 else [0, slots.take(1)[0]])
-    c.check_invariants()
-    heapified: list[int] = []
-    real = rc.heapq.heapify
-    monkeypatch.setattr(rc.heapq, "heapify", lambda h: (heapified.append(len(h)), real(h))[1])
-    freed = [c.evict(1) for _ in range(100)]
-    assert all(len(f) == 1 for f in freed)
-    assert sum(heapified) < 5000, f"heapify over {sum(heapified)} entries for 100 small evictions"
-    c.check_invariants()
 
 
 def test_reset() -> None:

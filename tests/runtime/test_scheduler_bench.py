@@ -10,7 +10,7 @@ from arborlm.runtime.bench.scheduler_bench import run
 
 def test_scheduler_bench_small() -> None:
     args = argparse.Namespace(tree_nodes=400, num_waiting=24, steps=12, max_running=8, max_new_tokens=3,
-                              num_slots=4000, repeats=1)
+                              num_slots=4000, repeats=1, force_lpm=True)
     lines = run(args)
     by_system = {line.get("system"): line for line in lines if "system" in line}
     assert set(by_system) == {"arborlm", "full_scan_peer"}

@@ -216,3 +216,31 @@ def test_stream_that_finishes_sends_no_abort(tokenizer) -> None:
         assert sock.of(AbortReq) == []
 
     asyncio.run(scenario())
+
+
+def test_error_while_streaming_propagates_and_aborts(tokenizer) -> None:
+    from arborlm.runtime.server.streams import first_then_rest
+
+    async def scenario() -> None:
+        sock = RecordingSocket()
+        tm = make_tm(tokenizer, sock)
+        gone = asyncio.Event()
+        request, receive = http_request(gone)
+        (state,) = await tm.submit_all([SubmitJob([1, 2, 3], SamplingParams(max_new_tokens=100))], stream=True)
+        tm._on_output(TextOutput(state.rid, "x", [300], False, None, {}))
+
+        async def events(items):
+            async for _ in items:
+                yield "data: {}\n\n"
+                raise RuntimeError("formatting bug")
+
+        response = await first_then_rest(request, tm, [state], events)
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        with pytest.raises(RuntimeError, match="formatting bug"):  # itself, not an ExceptionGroup
+            await asyncio.wait_for(response(asgi_scope("2.3"), receive, send), 5)
+        assert [m.rid for m in sock.of(AbortReq)] == [state.rid]
+
+    asyncio.run(scenario())
