@@ -26,6 +26,13 @@ import llguidance.hf
 from .jump_forward import utf8_prefix
 from .vocab import TokenVocab
 
+# llguidance's default lexer fuel refuses the regexes of the largest schemas (millions of
+# characters): the initial build as "too big" (1M), and a mask step (200k) can run out and then
+# refuse a token its own mask allowed. 20M each (~0.4 s initial, ~1.4 s per step at most, only ever
+# reached by such giant regexes) keeps them, and coverage, equal to the outlines engine's.
+INITIAL_LEXER_FUEL = 20_000_000
+STEP_LEXER_FUEL = 20_000_000
+
 _lock = threading.Lock()
 _ll_tokenizers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
@@ -79,13 +86,14 @@ def build_llguidance(kind: str, key: str, source: str, ll_tokenizer: Any, vocab:
     import time
 
     grammar = ll_grammar(kind, source)
-    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, ll_tokenizer)
-    if is_error or messages:
-        what = "error" if is_error else "warning (not enforced exactly)"
-        raise ValueError(f"llguidance {what} in the {kind} grammar: " + "; ".join(m[:300] for m in messages))
-    template = llguidance.LLMatcher(ll_tokenizer, grammar, log_level=0)
+    limits = llguidance.LLParserLimits(initial_lexer_fuel=INITIAL_LEXER_FUEL, step_lexer_fuel=STEP_LEXER_FUEL)
+    template = llguidance.LLMatcher(ll_tokenizer, grammar, log_level=0, limits=limits)
     if template.is_error():
         raise ValueError(f"llguidance error in the {kind} grammar: {template.get_error()[:300]}")
+    warnings = template.get_grammar_warnings()
+    if warnings:
+        raise ValueError(f"llguidance warning (not enforced exactly) in the {kind} grammar: "
+                         + "; ".join(w[:300] for w in warnings))
     return LLGuidanceGrammar(kind=kind, spec_key=key, regex=source if kind != "ebnf" else "", source=source,
                              template=template, vocab=vocab, num_words=(ll_tokenizer.vocab_size + 31) // 32,
                              compile_ms=(time.perf_counter() - t0) * 1000.0)

@@ -204,6 +204,14 @@ def run(args: argparse.Namespace) -> int:
             for row in generate_and_validate(engine, DATA):
                 print(json.dumps({"bench": "json", "result": "generate-validate", **row}), flush=True)
         return 0
+    if args.rows:  # the table from rows printed by earlier runs (e.g. one run per engine)
+        from arborlm.runtime.bench.json_table import markdown_table
+
+        rows = [json.loads(line) for path in args.rows for line in open(path) if line.startswith("{")]
+        cap_s = max((r.get("cap_s", 0.0) for r in rows if r.get("result") == "compile"), default=0.0)
+        with open(args.table or "/dev/stdout", "w") as fh:
+            fh.write(markdown_table(rows, cap_s))
+        return 0
     parts = args.parts.split(",")
     backends = args.grammar_backends.split(",")
     schema_parts = [p for p in parts if p in ("compile", "coverage", "mask")]
@@ -258,6 +266,9 @@ def add_json_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-names", type=int, default=50)
     p.add_argument("--grammar-backends", default="outlines,llguidance",
                    help="compile / coverage / mask / cards: the grammar engines to run, comma-separated")
+    p.add_argument("--rows", action="append", default=[],
+                   help="with --table: render the table from the JSON lines of earlier compile runs in this file "
+                        "(repeatable; e.g. one run per engine) instead of running anything")
     p.add_argument("--table", default=None,
                    help="compile / coverage / mask: write the markdown table (per subset and engine) to this file")
     p.add_argument("--compile-limit", type=int, default=0,

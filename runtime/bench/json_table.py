@@ -31,24 +31,28 @@ def _cell(row: dict[str, Any]) -> list[str]:
 
 
 def choose_default(rows: list[dict[str, Any]], target_p99_ms: float = 100.0) -> tuple[str | None, str]:
-    """The engine meeting the p99 target on every subset with the most schemas compiled and no
-    accepted-invalid instance; (None, why) when none does."""
+    """Among engines that accepted no labelled invalid instance: the one meeting the compile p99
+    target on every subset with the most schemas compiled; when none meets it, the one with the
+    lowest worst-subset p99 (then most compiled), saying that the target is missed."""
     by_engine: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if r["subset"] != "ALL":
             by_engine.setdefault(r["grammar_backend"], []).append(r)
-    ok = []
+    candidates = []
     for eng, rs in by_engine.items():
+        if any(r.get("label_accepted_invalid") for r in rs) or not any(r["compiled"] for r in rs):
+            continue
         worst = max((r.get("cold_ms_p99") or 0.0) for r in rs)
-        lower = any(r.get("cold_ms_p99_lower_bound") for r in rs)
-        exact = all(not r.get("label_accepted_invalid") for r in rs)
-        if worst <= target_p99_ms and not lower and exact and any(r["compiled"] for r in rs):
-            ok.append((sum(r["compiled"] for r in rs), -worst, eng))
-    if not ok:
-        return None, f"no engine has compile p99 <= {target_p99_ms:g} ms on every subset without accepted-invalid instances"
-    compiled, neg_worst, eng = max(ok)
-    return eng, (f"{eng}: compile p99 <= {-neg_worst:.0f} ms on every subset (target {target_p99_ms:g} ms), "
-                 f"{compiled} schemas compiled, no labelled invalid instance accepted")
+        bounded = not any(r.get("cold_ms_p99_lower_bound") for r in rs)
+        meets = bounded and worst <= target_p99_ms
+        candidates.append((meets, -worst if bounded else -float("inf"), sum(r["compiled"] for r in rs), eng, worst, bounded))
+    if not candidates:
+        return None, "no engine compiled a schema without accepting a labelled invalid instance"
+    meets, _, compiled, eng, worst, bounded = max(candidates, key=lambda c: (c[0], c[2], c[1]) if c[0] else (c[0], c[1], c[2]))
+    p99 = f"{worst:.0f} ms" if bounded else f">= {worst:.0f} ms (capped schemas)"
+    verdict = "meets" if meets else "misses"
+    return eng, (f"{eng}: worst-subset compile p99 {p99}, {verdict} the {target_p99_ms:g} ms target; {compiled} schemas "
+                 "compiled, no labelled invalid instance accepted")
 
 
 def markdown_table(rows: list[dict[str, Any]], cap_s: float, note: str = "") -> str:

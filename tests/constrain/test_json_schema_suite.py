@@ -68,3 +68,40 @@ def test_json_schema_test_suite_agreement(shared_data):
     # Most rejected-but-valid cases are instances of another JSON type under a schema without
     # "type" (e.g. {"format": "email"} with 12): we emit only the type the keywords are about.
     assert agree / total >= 0.70
+
+
+def test_json_schema_test_suite_agreement_llguidance_tokens(shared_data, tokenizer):
+    """The same suite on the llguidance engine, at the token level: each instance, compact and
+    tokenized, walked through the compiled llguidance grammar. It compiles the same regexes, so it
+    must accept no invalid instance, and agree with the regex level on (nearly) every instance:
+    llguidance only allows the canonical tokens of forced text, so a tokenization that splits
+    forced text differently can be refused (a valid instance rejected, never an invalid accepted)."""
+    from arborlm.constrain import GrammarCompiler, GrammarError
+    from arborlm.runtime.bench.grammar_checks import token_accepts
+
+    suite = shared_data / "json-schema-test-suite" / "tests" / "draft2020-12"
+    compiler = GrammarCompiler(tokenizer, num_threads=1, backend="llguidance")
+    total = agree = same_as_regex = 0
+    accepted_invalid = []
+    try:
+        for path in sorted(suite.glob("*.json")):
+            for case in json.loads(path.read_text()):
+                try:
+                    g = compiler.compile_sync("json_schema", case["schema"])
+                except GrammarError:
+                    continue
+                pat = re.compile(g.regex)
+                for t in case["tests"]:
+                    text = compact(t["data"])
+                    acc = token_accepts(g, tokenizer.encode(text, add_special_tokens=False))
+                    total += 1
+                    agree += acc == t["valid"]
+                    same_as_regex += acc == (pat.fullmatch(text) is not None)
+                    if acc and not t["valid"]:
+                        accepted_invalid.append((path.stem, case["description"], t["description"]))
+    finally:
+        compiler.shutdown()
+    print(f"\nllguidance token level: agreement {agree}/{total} = {agree / total:.3f}; "
+          f"same verdict as the regex {same_as_regex}/{total}")
+    assert not accepted_invalid, accepted_invalid
+    assert agree / total >= 0.70 and same_as_regex / total >= 0.98

@@ -53,7 +53,20 @@ def test_forked_compile_ok_and_capped(tokenizer) -> None:
     from arborlm.runtime.bench.compile_time import _run_child
 
     get_token_vocab(tokenizer)
-    res = _run_child(tokenizer, {"type": "string", "maxLength": 3}, cap_s=60.0, mem_extra_bytes=0)
+    res = _run_child(tokenizer, ({"type": "string", "maxLength": 3},), cap_s=60.0, mem_extra_bytes=0)
     assert res["status"] == "ok" and res["cached_ms"] < res["cold_ms"]
     assert res["regex_ms"] >= 0 and res["index_ms"] >= 0
-    assert _run_child(tokenizer, {"type": "object"}, cap_s=0.05, mem_extra_bytes=0) == {"status": "capped"}
+    assert _run_child(tokenizer, ({"type": "object"},), cap_s=0.05, mem_extra_bytes=0) == {"status": "capped"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_checks_on_llguidance(tokenizer) -> None:
+    """The compile child also checks label agreement (token level) and the batch-16 mask time."""
+    from arborlm.runtime.bench.compile_time import _run_child
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 9}}, "required": ["n"]}
+    tests = [{"data": {"n": 3}, "valid": True}, {"data": {"n": 12}, "valid": False}, {"data": {}, "valid": False}]
+    res = _run_child(tokenizer, (schema, "llguidance", ("coverage", "mask"), tests), cap_s=60.0, mem_extra_bytes=0)
+    assert res["status"] == "ok", res
+    assert res["agreement"] == {"labelled": 3, "agree": 3, "accepted_invalid": 0, "rejected_valid": 0}
+    assert len(res["mask_ms"]) >= 3 and all(t > 0 for t in res["mask_ms"])
