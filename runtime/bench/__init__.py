@@ -10,6 +10,7 @@ WORKLOADS: dict[str, str] = {
     "offline": "arborlm.runtime.bench.offline:add_offline_parser",
     "json": "arborlm.runtime.bench.json_bench:add_json_parser",
     "serving": "arborlm.runtime.bench.serving:add_serving_parser",
+    "quality": "arborlm.runtime.bench.quality:add_quality_parser",
 }
 
 

@@ -4,8 +4,8 @@ transformers in the model dtype.
 
   decode-b1    one chat prompt, 256 new tokens, greedy, EOS ignored: tokens / s of the whole call
   independent  32 MT-bench questions batched, 128 new tokens (EOS ignored, so every system decodes
-               the same number of tokens): output tokens / s (llama.cpp here runs one prompt at a
-               time: llama-cpp-python's high-level API has no batched decode)
+               the same number of tokens): output tokens / s (not llama.cpp: llama-cpp-python's
+               high-level API decodes one sequence at a time)
 
 Every system is loaded once; then `repeats` rounds run each system in turn (alternating, so the
 machine's load swings hit all alike) and each result reports the median with the runs. One JSON line
@@ -38,6 +38,7 @@ def _chat_prompts(tokenizer: Any, num: int) -> list[str]:
 
 
 class ArborSystem:
+    workloads = QUANT_WORKLOADS
     def __init__(self, quantization: str, args: argparse.Namespace) -> None:
         from arborlm.runtime import Engine
 
@@ -53,7 +54,10 @@ class ArborSystem:
 
 
 class LlamaCppSystem:
-    """llama-cpp-python on the embedded GGUF, greedy (top_k=1), EOS never checked."""
+    """llama-cpp-python on the embedded GGUF, greedy (top_k=1), EOS never checked. decode-b1 only:
+    its high-level API decodes one sequence at a time, so a batch-32 row would measure 32 x b1."""
+
+    workloads = ("decode-b1",)
 
     def __init__(self, args: argparse.Namespace) -> None:
         from llama_cpp import Llama
@@ -81,6 +85,7 @@ class LlamaCppSystem:
 
 
 class TransformersSystem:
+    workloads = QUANT_WORKLOADS
     def __init__(self, path: str, dtype: torch.dtype, tokenizer: Any) -> None:
         from transformers import AutoModelForCausalLM
 
@@ -128,16 +133,17 @@ def run_quant(args: argparse.Namespace) -> int:
         s.run(_chat_prompts(tok, 2), 4)
     for name in args.workloads.split(","):
         prompts, max_new = workloads[name]()
-        runs: dict[str, list[float]] = {s.name: [] for s in systems}
+        active = [s for s in systems if name in s.workloads]
+        runs: dict[str, list[float]] = {s.name: [] for s in active}
         num_tokens: dict[str, int] = {}
         for _ in range(max(1, args.repeats)):
-            for s in systems:
+            for s in active:
                 t0 = time.perf_counter()
                 num_tokens[s.name] = s.run(prompts, max_new)
                 runs[s.name].append(time.perf_counter() - t0)
         tok_s = {k: num_tokens[k] / statistics.median(v) for k, v in runs.items()}
         base, peer = tok_s.get("arborlm-none"), tok_s.get("llama.cpp-gguf")
-        for s in systems:
+        for s in active:
             row: dict[str, Any] = {
                 "bench": "offline", "workload": name, "system": s.name, "num_prompts": len(prompts),
                 "max_new_tokens": max_new, "threads": torch.get_num_threads(), "dtype": args.dtype,
