@@ -5,6 +5,8 @@
   accuracy    few-shot GSM8K (8-shot prefix from gsm8k_train, greedy, up to 192 tokens) on the
               first `--num-gsm8k` test questions: the number after "####" equals the reference's
 
+Decode runs at most 4 rows per step, so the answers come from the quantized kernels; perplexity
+comes from prefill, i.e. the dense copy of the same quantized weights (kernels/quant.py).
 Settings run one after another (the numbers do not depend on timing). One JSON line per setting,
 with the perplexity's relative change against the unquantized model (`--quantization` must then
 include "none", first by default).
@@ -67,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     texts = held_out_texts(args.num_texts)
     base_ppl: float | None = None
     for q in args.quantization.split(","):
+        # at most 4 rows per step: decode runs the quantized kernels, not the dense copy (8+ rows)
         engine = Engine(model=args.model, dtype=args.dtype, quantization=q, max_total_tokens=16384,
-                        max_running_requests=64)
+                        max_running_requests=4)
         ppl, num_tokens = perplexity(engine, texts)
         engine.flush_cache()
         acc = gsm8k_accuracy(engine, args.num_gsm8k)
