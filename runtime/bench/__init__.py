@@ -13,6 +13,7 @@ WORKLOADS: dict[str, str] = {
     "scheduler": "arborlm.runtime.bench.scheduler_bench:add_scheduler_parser",
     "programs": "arborlm.runtime.bench.programs:add_programs_parser",
     "peers": "arborlm.runtime.bench.peers:add_peers_parser",
+    "quality": "arborlm.runtime.bench.quality:add_quality_parser",
 }
 
 

@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
 
     from arborlm.runtime import Engine
 
+    if args.quantization:
+        from arborlm.runtime.bench.quant_bench import run_quant
+
+        return run_quant(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     engine = Engine(model=args.model, dtype=args.dtype, max_total_tokens=args.max_total_tokens,
@@ -149,7 +153,8 @@ def add_offline_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--workloads", default="few-shot,independent",
-                   help="comma list of few-shot, independent (MT-bench), independent-gsm8k")
+                   help="comma list of few-shot, independent (MT-bench), independent-gsm8k; "
+                        "with --quantization: decode-b1, independent")
     p.add_argument("--num-few-shot", type=int, default=64)
     p.add_argument("--num-independent", type=int, default=32)
     p.add_argument("--sequential-limit", type=int, default=8,
@@ -157,6 +162,9 @@ def add_offline_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=0, help="override (0: 64 few-shot, 128 independent)")
     p.add_argument("--repeats", type=int, default=3,
                    help="alternate arborlm and batched transformers runs this many times; report medians")
+    p.add_argument("--quantization", default="",
+                   help="comma list of none,int8,int4,gguf: decode speed per setting on the workloads "
+                        "decode-b1 (1 prompt, 256 tokens) and independent, next to llama.cpp and transformers")
     p.add_argument("--max-total-tokens", type=int, default=32768)
     p.add_argument("--max-prefill-tokens", type=int, default=4096)
     p.set_defaults(func=run)

@@ -262,16 +262,17 @@ class LlamaModel:
         lm_head = None if a.tie_word_embeddings else opt("lm_head.weight")
         head_w = self.embed if lm_head is None else lm_head
         self.norm = get("model.norm.weight")
-        self.lm_head = Linear(head_w, None, pack)  # [hidden] -> [vocab]
+        factory = LinearFactory(quantization, quantized or {}, self.dtype, lambda w, b: Linear(w, b, pack))
+        self.lm_head = factory.head(head_w)  # [hidden] -> [vocab]
         # bf16 models: logits come from the fast bf16 matmul, then each row's top REFINE_TOP logits
         # are recomputed exactly in fp32 (fp32 final norm; the bf16 weights upcast exactly). bf16
         # logits have ~0.1 resolution at typical magnitudes, so greedy near-ties were decided by
         # rounding; a full fp32 lm_head fixes that too but costs ~4x the bf16 one (15 vs 3.5 ms per
-        # batch-32 decode step on 2 cores), the refinement ~0.1 ms.
-        self.logits_refine = self.dtype != torch.float32
+        # batch-32 decode step on 2 cores), the refinement ~0.1 ms. A quantized lm_head is refined
+        # the same way (in fp32 models too), from the unquantized head weight.
+        self.logits_refine = self.dtype != torch.float32 or quantization is not None
         self.head_weight = head_w  # [vocab, hidden], unpacked (the embedding table when tied)
         self.final_norm_fp32 = self.norm.float()
-        factory = LinearFactory(quantization, quantized or {}, self.dtype, lambda w, b: Linear(w, b, pack))
 
         def linear(names: list[str]) -> LinearLike:
             return factory.build([n + ".weight" for n in names], get, bias(names))

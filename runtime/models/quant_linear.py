@@ -9,7 +9,10 @@
 
 Fused layers (q|k|v, gate|up) quantize each part on its own and stack the records, so "int8" and
 "int4" give every original weight the same scales as quantizing it alone (and "gguf" can stack the
-file's blocks). The embeddings and lm_head stay in the model dtype (see kernels/README_quant.md).
+file's blocks). The embeddings stay in the model dtype. lm_head (`head`) is quantized per row
+("int4": per group) for small steps, where its 28M weights are a third of a batch-1 step's bytes,
+and kept unquantized for big steps; the model then recomputes each row's top logits exactly from the
+unquantized weight (LlamaModel.logits_refine), so greedy picks among the quantized head's top few.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ QUANTIZERS: dict[str, Callable[[torch.Tensor], QuantRecord]] = {
     "int8": quantize_int8,
     "int4": quantize_int4,
     "gguf": quantize_int8,  # only for layers the GGUF does not hold as Q4_0 / Q4_1
+}
+# lm_head per setting ("gguf": the file's Q8_0 table has one scale per 32 weights; per-row int8 here)
+HEAD_QUANTIZERS: dict[str, Callable[[torch.Tensor], QuantRecord]] = {
+    "int8": quantize_int8,
+    "int4": quantize_int4,
+    "gguf": quantize_int8,
 }
 
 
@@ -57,3 +66,9 @@ class LinearFactory:
         rec = concat_rows([self.records[n] if n in self.records else quantize(get_weight(n)) for n in names])
         dense = self.plain(dequantize(rec).to(self.dtype), bias) if self.keep_dense else None
         return QuantLinear(rec, bias, self.dtype, dense)
+
+    def head(self, w: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """lm_head `[vocab, hidden]`: quantized below DENSE_ROWS_MIN rows, `w` itself from there on."""
+        if self.quantization is None:
+            return self.plain(w, None)
+        return QuantLinear(HEAD_QUANTIZERS[self.quantization](w), None, self.dtype, self.plain(w, None))
