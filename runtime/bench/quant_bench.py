@@ -60,17 +60,12 @@ class LlamaCppSystem:
     workloads = ("decode-b1",)
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from llama_cpp import Llama
-
+        from arborlm.runtime.bench.peers_llamacpp import load_llama
         from arborlm.runtime.model_loader import find_embedded_gguf
 
         self.name = "llama.cpp-gguf"
-        kw: dict[str, Any] = {"n_ctx": 2048, "n_threads": args.threads or torch.get_num_threads(),
-                              "n_threads_batch": args.threads or torch.get_num_threads(), "verbose": False}
-        try:  # its extra (AMX) buffer types crash on Q4_1 on this CPU
-            self.llm = Llama(model_path=find_embedded_gguf(), use_extra_bufts=False, **kw)
-        except TypeError:
-            self.llm = Llama(model_path=find_embedded_gguf(), **kw)
+        # load_llama switches off its extra (AMX) buffer types, which crash on Q4_1 on this kind of CPU
+        self.llm = load_llama(find_embedded_gguf(), n_ctx=2048, threads=args.threads or torch.get_num_threads())
 
     def run(self, prompts: list[str], max_new: int) -> int:
         total = 0
