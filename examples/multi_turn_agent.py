@@ -77,7 +77,8 @@ def main() -> None:
     wall = time.perf_counter() - t0
     print(f"replayed {len(states)} traces x {args.steps} steps in {wall:.1f}s; "
           f"cached share {states.cached_share:.2f}; failed {states.failed}")
-    print("last generated thought of trace 1:", states[0]["thought"][0].strip()[:60])
+    last = f"thought_{len(traces[0][1][:args.steps])}"  # step i's thought is the variable thought_i
+    print(f"last generated thought of trace 1 ({last}):", states[0][last][0].strip()[:60])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ def gsm8k_prompt(prefix: str, question: str) -> str:
     return prefix + "Question: " + question + "\nAnswer:"
 
 
-def gsm8k_program(prefix: str, max_tokens: int, stop: str | None = "Question:") -> Any:
+def gsm8k_program(prefix: str, max_tokens: int | None, stop: str | None = "Question:") -> Any:
+    """max_tokens None: the run's `max_new_tokens` default applies."""
+
     @al.program
     def gsm8k(s, question):
         s += prefix + "Question: " + question + "\nAnswer:"
@@ -68,8 +70,9 @@ def load_react_traces(n: int) -> list[tuple[str, list[dict[str, str]]]]:
     return out
 
 
-def _step_text(i: int, step: dict[str, str]) -> str:
-    obs = step["observation"][:MAX_OBSERVATION_CHARS]
+def react_step_text(i: int, step: dict[str, str], max_observation_chars: int | None = MAX_OBSERVATION_CHARS) -> str:
+    """Step `i` of a recorded trace as the prompt shows it (None: the whole observation)."""
+    obs = step["observation"][:max_observation_chars]
     return f"Thought {i}: {step['thought']}\nAction {i}: {step['action']}\nObservation {i}: {obs}\n"
 
 
@@ -80,21 +83,24 @@ def react_few_shot(num_examples: int = 2) -> str:
     parts = []
     for row in rows:
         ((question, steps),) = row.items()
-        parts.append(question + "\n" + "".join(_step_text(i + 1, st) for i, st in enumerate(steps[:3])))
+        parts.append(question + "\n" + "".join(react_step_text(i + 1, st) for i, st in enumerate(steps[:3])))
     return head + "\n".join(parts) + "\n"
 
 
-def react_replay(few_shot: str) -> Any:
+def react_replay(few_shot: str, stop: str | list[str] = "\n",
+                 max_observation_chars: int | None = MAX_OBSERVATION_CHARS) -> Any:
     """Each step: the model writes a thought (in a fork(1) branch that shares the prefix), then the
-    recorded step is added, so the next step's prompt extends this one."""
+    recorded step is added, so the next step's prompt extends this one. Step i's output is the
+    variable `thought_i` (a one-item list, from the join); step i's prompt is the trace so far
+    followed by "Thought i:"."""
 
     @al.program
     def react(s, question, steps):
         s += few_shot + question + "\n"
         for i, step in enumerate(steps, start=1):
             forks = s.fork(1)
-            forks[0] += f"Thought {i}:" + al.gen("thought", stop="\n")
+            forks[0] += f"Thought {i}:" + al.gen(f"thought_{i}", stop=stop)
             forks.join()
-            s += _step_text(i, step)
+            s += react_step_text(i, step, max_observation_chars)
 
     return react

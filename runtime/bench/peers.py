@@ -33,10 +33,11 @@ def warmup_inputs(inputs: Any) -> Any:
     """A 1-prompt, 4-token slice of a workload's inputs: first-call costs (allocators, kernels,
     grammar compiles, a server's first request) off the clock."""
     if isinstance(inputs, GenInputs):
+        program = inputs.program and dataclasses.replace(inputs.program, items=inputs.program.items[:1])
         return dataclasses.replace(
             inputs, prompts=inputs.prompts[:1], prompt_ids=inputs.prompt_ids[:1], max_new_tokens=4,
             references=inputs.references[:1], user_messages=inputs.user_messages[:1],
-            trajectories=[[0]] if inputs.trajectories else [])
+            trajectories=[[0]] if inputs.trajectories else [], program=program)
     return dataclasses.replace(inputs, conversations=inputs.conversations[:1], concurrency=1, max_new_tokens=4)
 
 
@@ -188,8 +189,8 @@ def add_peers_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--workloads", default=DEFAULT_WORKLOADS,
                    help=f"comma list of few-shot, chat (= every chat-c<N>), chat-c<N>, latency, json, batched-decode, "
                         f"react (default {DEFAULT_WORKLOADS})")
-    p.add_argument("--systems", default="", help="comma list to run only these (arborlm, transformers, llama.cpp, "
-                                                 "outlines); default: all")
+    p.add_argument("--systems", default="", help="comma list to run only these (arborlm, arborlm-program, "
+                                                 "transformers, llama.cpp, outlines); default: all")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per system; lines report medians")
     p.add_argument("--plot", default="", help="write a PNG of output tokens/s per workload and system (matplotlib)")
     p.add_argument("--table", default="", help="write the markdown table of the results")

@@ -1,8 +1,8 @@
 """`arborlm bench peers`: arborlm's runners, on the raw `Engine.generate` API. Every run starts with
 an empty radix cache, so a cache hit is only ever one the workload itself earns.
 
-(The frontend-language runners — `run_batch` of an `@al.program` for few-shot and ReAct — register
-beside these as system "arborlm-program" once the frontend lands.)
+The frontend-language runner (`run_batch` of an `@al.program`, for few-shot and ReAct) is system
+"arborlm-program" in peers_program.py, on the same engine.
 """
 
 from __future__ import annotations

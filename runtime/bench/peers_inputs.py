@@ -13,14 +13,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arborlm.runtime.bench.json_bench import CHARACTER_SCHEMA
+from arborlm.runtime.bench.lang_programs import (
+    gsm8k_few_shot,
+    gsm8k_program,
+    gsm8k_prompt,
+    load_react_traces,
+    react_replay,
+    react_step_text,
+)
 from arborlm.runtime.data import read_jsonl, workload
 
 FEW_SHOT_NUM_SHOTS = 8
 REACT_MAX_NEW_TOKENS = 64
+REACT_STOP = ("\nObservation",)  # a step's thought and action; the observation is the tool's
 REACT_INSTRUCTION = (
     "Answer the question by interleaving Thought, Action and Observation steps. A Thought reasons "
     "about the situation so far; an Action is Search[entity], Lookup[keyword] or Finish[answer].\n"
 )
+
+
+@dataclass(frozen=True)
+class ProgramInputs:
+    """The frontend language's form of a workload's prompts: `program.run_batch(items)` makes
+    exactly the workload's prompts, one `gen` per prompt; the gens' outputs are the program's
+    variables, in the order it sets them (see `peers_program.generated_texts`)."""
+
+    program: Any  # an @al.program
+    items: list[dict[str, Any]]  # its arguments, one run_batch item each
 
 
 @dataclass
@@ -37,6 +56,7 @@ class GenInputs:
     user_messages: list[str] = field(default_factory=list)  # the chat turn inside each prompt, if any
     # ReAct: prompt indices per trajectory in step order; each step's prompt extends the previous one
     trajectories: list[list[int]] = field(default_factory=list)
+    program: ProgramInputs | None = None  # the same prompts as a frontend-language program, if any
 
 
 def _chat(tokenizer: Any, user_message: str) -> str:
@@ -49,12 +69,13 @@ def _encode(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
 
 
 def few_shot_inputs(tokenizer: Any, num_questions: int, max_new_tokens: int = 64) -> GenInputs:
-    train = read_jsonl(workload("gsm8k_train.jsonl"))[:FEW_SHOT_NUM_SHOTS]
+    prefix = gsm8k_few_shot(FEW_SHOT_NUM_SHOTS)
     test = read_jsonl(workload("gsm8k_test.jsonl"))[:num_questions]
-    prefix = "".join(f"Question: {ex['question']}\nAnswer: {ex['answer']}\n\n" for ex in train)
-    prompts = [prefix + f"Question: {ex['question']}\nAnswer:" for ex in test]
+    prompts = [gsm8k_prompt(prefix, ex["question"]) for ex in test]
+    # max_tokens None: the runner's max_new_tokens default (inputs.max_new_tokens) applies
+    program = ProgramInputs(gsm8k_program(prefix, None, stop=None), [{"question": ex["question"]} for ex in test])
     return GenInputs(prompts, _encode(tokenizer, prompts), max_new_tokens,
-                     references=[extract_answer(ex["answer"]) or "" for ex in test])
+                     references=[extract_answer(ex["answer"]) or "" for ex in test], program=program)
 
 
 def mt_bench_first_turns(num: int) -> list[str]:
@@ -79,21 +100,22 @@ def character_card_inputs(tokenizer: Any, num_names: int, max_new_tokens: int = 
 
 def react_inputs(tokenizer: Any, num_trajectories: int, max_new_tokens: int = REACT_MAX_NEW_TOKENS) -> GenInputs:
     """Replay of recorded HotpotQA ReAct traces: step k's prompt is the question plus the recorded
-    thoughts, actions and observations of steps 1..k-1, ending in "Thought k:"."""
+    thoughts, actions and observations (whole) of steps 1..k-1, ending in "Thought k:"."""
     prompts: list[str] = []
     trajectories: list[list[int]] = []
-    for row in read_jsonl(workload("react_hotpotqa_100.jsonl"))[:num_trajectories]:
-        ((question, steps),) = row.items()
+    traces = load_react_traces(num_trajectories)
+    for question, steps in traces:
         trace = REACT_INSTRUCTION + question + "\n"
         indices = []
         for k, step in enumerate(steps, start=1):
             indices.append(len(prompts))
             prompts.append(trace + f"Thought {k}:")
-            trace += (f"Thought {k}: {step['thought']}\nAction {k}: {step['action']}\n"
-                      f"Observation {k}: {step['observation']}\n")
+            trace += react_step_text(k, step, max_observation_chars=None)
         trajectories.append(indices)
-    return GenInputs(prompts, _encode(tokenizer, prompts), max_new_tokens, stop=["\nObservation"],
-                     trajectories=trajectories)
+    program = ProgramInputs(react_replay(REACT_INSTRUCTION, stop=list(REACT_STOP), max_observation_chars=None),
+                            [{"question": question, "steps": steps} for question, steps in traces])
+    return GenInputs(prompts, _encode(tokenizer, prompts), max_new_tokens, stop=list(REACT_STOP),
+                     trajectories=trajectories, program=program)
 
 
 _ANSWER = re.compile(r"####\s*\$?\s*(-?[\d,]*\.?\d+)")

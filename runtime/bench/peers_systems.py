@@ -14,6 +14,7 @@ import importlib.util
 from typing import Any
 
 ARBORLM = "arborlm"
+ARBORLM_PROGRAM = "arborlm-program"  # the frontend language: run_batch of an @al.program, same engine
 TRANSFORMERS = "transformers"
 LLAMA_CPP = "llama.cpp"
 LLAMA_CPP_SERVER = "llama.cpp-server"
@@ -38,20 +39,30 @@ class PeerContext:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self._engine: Any = None
+        self._program_backend: Any = None
         self._hf_model: Any = None
         self._llama: Any = None
         self.cache: dict[str, Any] = {}  # per-runner state built once (e.g. a peer's compiled grammar)
 
     # ------------------------------------------------------------------ arborlm
     @property
-    def engine(self) -> Any:
-        if self._engine is None:
-            from arborlm.runtime import Engine
+    def program_backend(self) -> Any:
+        """The frontend language's in-process backend (`al.Engine`). Its runtime engine is `engine`:
+        both arborlm systems run the same weights and KV cache. Its loop thread touches the scheduler
+        only while a program runs; the harness runs one system at a time, so the raw runners call
+        `engine` directly while that thread idles."""
+        if self._program_backend is None:
+            import arborlm as al
 
-            self._engine = Engine(model=self.args.model, dtype=self.args.dtype, max_total_tokens=self.args.max_total_tokens,
-                                  max_running_requests=64, num_threads=self.args.threads or None)
-        return self._engine
+            self._program_backend = al.Engine(
+                model=self.args.model, dtype=self.args.dtype, max_total_tokens=self.args.max_total_tokens,
+                max_running_requests=64, num_threads=self.args.threads or None)
+        return self._program_backend
+
+    @property
+    def engine(self) -> Any:
+        """arborlm's runtime `Engine` (the raw `generate` API)."""
+        return self.program_backend.runtime
 
     @property
     def tokenizer(self) -> Any:
@@ -122,8 +133,9 @@ class PeerContext:
             return {"weights": "GGUF Q4_1 (4-bit)", "version": _version("llama_cpp_python"), "threads": self.threads,
                     "use_extra_bufts": False}
         info: dict[str, Any] = {"weights": self.dtype, "threads": self.threads}
-        if system == ARBORLM:
+        if system in (ARBORLM, ARBORLM_PROGRAM):
             info["version"] = _version("arborlm")
+            info["api"] = "run_batch of an @al.program" if system == ARBORLM_PROGRAM else "Engine.generate"
         elif system == OUTLINES:
             info["version"] = _version("outlines")
         elif system == TRANSFORMERS:
@@ -133,8 +145,8 @@ class PeerContext:
     def close(self) -> None:
         if self._llama is not None:
             self._llama.close()
-        if self._engine is not None:
-            self._engine.shutdown()
+        if self._program_backend is not None:
+            self._program_backend.close()  # stops its loop thread, then shuts the runtime engine down
 
 
 def _llama_cpp_missing(ctx: PeerContext) -> str | None:
@@ -163,6 +175,7 @@ def _outlines_missing(_ctx: PeerContext) -> str | None:
 
 AVAILABILITY = {
     ARBORLM: lambda _ctx: None,
+    ARBORLM_PROGRAM: lambda _ctx: None,
     TRANSFORMERS: lambda _ctx: None,  # an arborlm dependency
     LLAMA_CPP: _llama_cpp_missing,
     LLAMA_CPP_SERVER: _llama_server_missing,

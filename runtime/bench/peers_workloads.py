@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from arborlm.runtime.bench import peers_arborlm, peers_chat, peers_hf, peers_llamacpp
+from arborlm.runtime.bench import peers_arborlm, peers_chat, peers_hf, peers_llamacpp, peers_program
 from arborlm.runtime.bench.peers_inputs import (
     GenInputs,
     character_card_inputs,
@@ -23,6 +23,7 @@ from arborlm.runtime.bench.peers_inputs import (
 from arborlm.runtime.bench.peers_report import RunMeasurement
 from arborlm.runtime.bench.peers_systems import (
     ARBORLM,
+    ARBORLM_PROGRAM,
     LLAMA_CPP,
     LLAMA_CPP_SERVER,
     OUTLINES,
@@ -72,8 +73,8 @@ def build_workloads(args: argparse.Namespace) -> dict[str, Workload]:
     workloads = [
         Workload("few-shot", "GSM8K: 8-shot prefix + N test questions, greedy, 64 new tokens",
                  lambda ctx: few_shot_inputs(tok(ctx), ctx.args.num_few_shot, ctx.args.few_shot_max_new_tokens),
-                 {ARBORLM: peers_arborlm.generate_all, TRANSFORMERS: peers_hf.generate_batched,
-                  LLAMA_CPP: peers_llamacpp.generate_one_by_one},
+                 {ARBORLM: peers_arborlm.generate_all, ARBORLM_PROGRAM: peers_program.run_batch,
+                  TRANSFORMERS: peers_hf.generate_batched, LLAMA_CPP: peers_llamacpp.generate_one_by_one},
                  score=score_accuracy, describe=_gen_sizes),
         *[_chat_workload(c) for c in args.chat_concurrency],
         Workload("latency", "single stream: 1 request, 256 new tokens, batch 1",
@@ -91,7 +92,8 @@ def build_workloads(args: argparse.Namespace) -> dict[str, Workload]:
                   LLAMA_CPP: peers_llamacpp.generate_one_by_one}, describe=_gen_sizes),
         Workload("react", "ReAct replay over HotpotQA traces: each step's prompt is the growing trace",
                  lambda ctx: react_inputs(tok(ctx), ctx.args.num_react, ctx.args.react_max_new_tokens),
-                 {ARBORLM: peers_arborlm.react_replay, LLAMA_CPP: peers_llamacpp.generate_one_by_one},
+                 {ARBORLM: peers_arborlm.react_replay, ARBORLM_PROGRAM: peers_program.run_batch,
+                  LLAMA_CPP: peers_llamacpp.generate_one_by_one},
                  describe=_react_sizes),
     ]
     return {w.name: w for w in workloads}

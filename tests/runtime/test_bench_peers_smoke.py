@@ -61,12 +61,13 @@ def test_one_line_per_workload_and_system(peer_lines: list[dict]) -> None:
     assert header["kind"] == "run" and header["dtype"] == "float32" and header["threads"] == 2
     assert header["command"].startswith("arborlm bench peers --workloads few-shot,chat-c1,")
     assert [(r["workload"], r["system"]) for r in results] == [
-        ("few-shot", "arborlm"), ("few-shot", "transformers"), ("few-shot", "llama.cpp"),
+        ("few-shot", "arborlm"), ("few-shot", "arborlm-program"), ("few-shot", "transformers"),
+        ("few-shot", "llama.cpp"),
         ("chat-c1", "arborlm"), ("chat-c1", "llama.cpp"),
         ("latency", "arborlm"), ("latency", "transformers"), ("latency", "llama.cpp"),
         ("json", "arborlm"), ("json", "llama.cpp"), ("json", "outlines"),
         ("batched-decode", "arborlm"), ("batched-decode", "transformers"), ("batched-decode", "llama.cpp"),
-        ("react", "arborlm"), ("react", "llama.cpp")]
+        ("react", "arborlm"), ("react", "arborlm-program"), ("react", "llama.cpp")]
     for r in results:
         if r["system"] in ("llama.cpp", "outlines"):
             assert r["skipped"] is True and "not installed" in r["reason"] and "ratios" not in r
@@ -83,7 +84,7 @@ def test_transformers_writes_arborlms_greedy_text_in_fp32(peer_lines: list[dict]
         hf = _line(peer_lines, workload, "transformers")
         assert hf["same_text_share_vs_arborlm"] == 1.0, workload
         ours = _line(peer_lines, workload, "arborlm")
-        assert set(ours["ratios"]) == {"transformers"}
+        assert set(ours["ratios"]) == ({"transformers", "arborlm-program"} if workload == "few-shot" else {"transformers"})
         assert ours["ratios"]["transformers"]["wall_s"] == pytest.approx(hf["wall_s"] / ours["wall_s"], rel=0.05)
 
 
@@ -105,3 +106,17 @@ def test_workload_specific_numbers(peer_lines: list[dict]) -> None:
     assert chat["num_conversations"] == 1 and chat["num_requests"] == 2 and chat["concurrency"] == 1
     assert chat["ttft_p50_ms"] > 0 and chat["itl_p50_ms"] >= 0 and chat["output_tokens"] > 0
     assert chat["cached_token_share"] > 0  # the second turn extends the first
+
+
+def test_program_writes_the_raw_engines_greedy_text(peer_lines: list[dict]) -> None:
+    """run_batch of the frontend program over the same prompts: the same greedy text in fp32 (its
+    prefix sends and fork extends hit the cache), and its cost against the raw engine as a ratio."""
+    for workload in ("few-shot", "react"):
+        program, raw = _line(peer_lines, workload, "arborlm-program"), _line(peer_lines, workload, "arborlm")
+        assert program["same_text_share_vs_arborlm"] == 1.0, workload
+        assert program["api"] == "run_batch of an @al.program" and raw["api"] == "Engine.generate"
+        assert program["output_tokens"] == raw["output_tokens"] > 0
+        assert program["ratios"]["arborlm"]["wall_s"] == pytest.approx(raw["wall_s"] / program["wall_s"], rel=0.05)
+        assert program["cached_token_share"] > raw["cached_token_share"] > 0  # plus its prefix sends
+    assert _line(peer_lines, "few-shot", "arborlm-program")["accuracy"] == _line(peer_lines, "few-shot", "arborlm")["accuracy"]
+    assert _line(peer_lines, "react", "arborlm-program")["num_programs"] == 1
