@@ -284,6 +284,7 @@ def summarize(samples: list[Sample], subset: str, cap_s: float) -> dict[str, Any
         for k in ("labelled", "agree", "accepted_invalid", "rejected_valid"):
             row[f"label_{k}"] = sum(a[k] for a in checked)
         row["label_agreement"] = round(row["label_agree"] / row["label_labelled"], 3) if row["label_labelled"] else None
+    row["load_avg_1m"] = round(os.getloadavg()[0], 1)  # when the subset finished (shared machines)
     row["top_failures"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:8])
     if crashed:
         row["crash_reasons"] = sorted({s.reason for s in samples if s.status == "crashed"})[:3]

@@ -30,6 +30,13 @@ def _cell(row: dict[str, Any]) -> list[str]:
             " / ".join(_ms(row, f"cold_ms_{q}") for q in ("p50", "p90", "p99", "max")), masks, agree]
 
 
+def _load(rows: list[dict[str, Any]]) -> str:
+    loads = [r["load_avg_1m"] for r in rows if "load_avg_1m" in r]
+    if not loads:
+        return "load average not recorded in these rows"
+    return f"1-minute load average {min(loads):.1f}-{max(loads):.1f} as the subsets finished"
+
+
 def choose_default(rows: list[dict[str, Any]], target_p99_ms: float = 100.0) -> tuple[str | None, str]:
     """Among engines that accepted no labelled invalid instance: the one meeting the compile p99
     target on every subset with the most schemas compiled; when none meets it, the one with the
@@ -70,7 +77,6 @@ def markdown_table(rows: list[dict[str, Any]], cap_s: float, note: str = "") -> 
         "compiled grammar (token level), accepted-invalid in parentheses (must be 0). Mask: 16 matchers at "
         "staggered positions along a valid instance, one int32 bitmask fill per step.",
         f"Chosen default: {default or 'none'} ({why}).",
-        f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, load average at the end "
-        f"{os.getloadavg()[0]:.1f} (shared with other jobs)." + (f" {note}" if note else ""),
+        f"Machine: {os.cpu_count()} CPUs, {platform.machine()}; {_load(body)}." + (f" {note}" if note else ""),
     ]
     return "\n".join(lines) + "\n"

@@ -47,7 +47,7 @@ def generate_and_validate(engine: Any, data_dir: str | Path, subsets: tuple[str,
             from arborlm.runtime.bench.compile_time import run_samples
 
             samples = run_samples([(subset, i, s) for i, s in enumerate(schemas)], engine.config.model,
-                                  compile_cap_s)
+                                  compile_cap_s, backend=engine.config.grammar_backend)
             over_cap = {x.index for x in samples if x.status in ("capped", "crashed")}
         for i, s in enumerate(schemas):
             if i in over_cap:

@@ -36,12 +36,10 @@ STRING: /"[a-zA-Z0-9 ]{0,20}"/
 NUMBER: /-?[0-9]{1,6}(\.[0-9]{1,4})?/
 """
 CASES = {
-    "arithmetic": (ARITHMETIC, ["Write an arithmetic expression that equals 10.", "Compute 12 times 7 plus 3.",
-                                "Give a long formula with parentheses."]),
+    "arithmetic": (ARITHMETIC, ["Write an arithmetic expression that equals 10.", "Give a long formula with parentheses."]),
     "sql": (SQL_SELECT, ["Write a SQL query listing the names of users older than 30.",
-                         "Select every column of the orders table.", "Find the product called 'lamp'."]),
-    "json_like": (JSON_LIKE, ["Describe a cat as JSON.", "Give a JSON list of three numbers.",
-                              "Give nested JSON describing a library with books."]),
+                         "Find the product called 'lamp'."]),
+    "json_like": (JSON_LIKE, ["Describe a cat as JSON.", "Give nested JSON describing a library with books."]),
 }
 
 
@@ -63,7 +61,7 @@ def test_ebnf_outputs_parse_with_lark(engine: Engine, name: str) -> None:
     prompts = [chat(engine.tokenizer, q) for q in questions]
     finished = 0
     for temperature in (0.0, 1.0):
-        outs = engine.generate(prompts, {"ebnf": grammar, "temperature": temperature, "seed": 7, "max_new_tokens": 64})
+        outs = engine.generate(prompts, {"ebnf": grammar, "temperature": temperature, "seed": 7, "max_new_tokens": 48})
         for o in outs:
             if o["meta"]["finish_reason"]["type"] == "stop":
                 parser.parse(o["text"])  # raises on any output the grammar does not derive
