@@ -142,7 +142,7 @@ def run_quant(args: argparse.Namespace) -> int:
             row: dict[str, Any] = {
                 "bench": "offline", "workload": name, "system": s.name, "num_prompts": len(prompts),
                 "max_new_tokens": max_new, "threads": torch.get_num_threads(), "dtype": args.dtype,
-                "output_tok_s": round(tok_s[s.name], 1), "runs_s": [round(x, 2) for x in runs[s.name]],
+                "output_tok_s": round(tok_s[s.name], 1), "runs_s": [round(x, 4) for x in runs[s.name]],
             }
             if base:
                 row["vs_arborlm_none"] = round(tok_s[s.name] / base, 2)
