@@ -145,7 +145,7 @@ class DraftingMatcher:
 class DraftingCompiler:
     """`regex` is the prompt as comma-separated ids; the compiled grammar drafts along it."""
 
-    def compile(self, kind: str, spec: str) -> Any:
+    def compile(self, kind: str, spec: str, number_digits: int | None = None) -> Any:
         from concurrent.futures import Future
 
         compiled = type("Compiled", (), {"matcher": staticmethod(lambda: DraftingMatcher(
