@@ -1,9 +1,10 @@
 """Quantized engines (EngineConfig.quantization) keep greedy answers close to the unquantized model.
 
 Measured when written (SmolLM2-135M, 8 prompts one at a time so every decode step runs the
-quantized kernels, 16 tokens): int8 bf16 matched unquantized bf16 on the first 16 tokens of 8/8
-prompts; "gguf" in float32 matched unquantized float32 on 8/8 (the converted safetensors hold the
-very same Q4_1 weights, dequantized; only the order of the sums differs).
+quantized kernels, 16 tokens): int8 in bfloat16 against unquantized bfloat16 matched the first 16
+tokens on 5/8 prompts (bf16 rounding adds its own drift); the float32 runs below pass their
+thresholds (int8 >= 5/8, "gguf" >= 7/8: the converted safetensors hold the very same Q4_1 weights,
+dequantized, so only the order of the sums and the quantized lm_head's top-8 refinement differ).
 """
 
 from __future__ import annotations
