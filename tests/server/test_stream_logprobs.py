@@ -18,8 +18,10 @@ from arborlm.runtime.types import FinishReason
 
 
 class _Sink:
-    def send_pyobj(self, obj: Any, **kw: Any) -> None:
-        pass
+    """Stands in for the zmq.asyncio socket to the scheduler (its sends are awaited)."""
+
+    async def send_pyobj(self, obj: Any, **kw: Any) -> None:
+        return None
 
 
 class _Connected:
