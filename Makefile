@@ -35,7 +35,7 @@ test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check lang runtime constrain kernels tests
+	$(BIN)/ruff check lang runtime constrain kernels tests examples
 
 # Property-based API fuzzing of the running server's OpenAPI schema (see README).
 fuzz-api: setup
