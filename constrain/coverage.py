@@ -98,8 +98,10 @@ def coverage_report(data_dir: str | Path, subsets: tuple[str, ...] = SUBSETS, li
     return out
 
 
-if __name__ == "__main__":  # python -m arborlm.constrain.coverage ../shared/data
+if __name__ == "__main__":  # python -m arborlm.constrain.coverage DATA_DIR (e.g. arborlm.runtime.data.DATA_DIR)
     import sys
 
-    coverage_report(sys.argv[1] if len(sys.argv) > 1 else "../shared/data",
-                    on_row=lambda row: print(json.dumps(row), flush=True))
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m arborlm.constrain.coverage DATA_DIR  (the folder holding jsonschemabench/; "
+                 "`arborlm bench json --parts coverage` runs it on the shipped data)")
+    coverage_report(sys.argv[1], on_row=lambda row: print(json.dumps(row), flush=True))

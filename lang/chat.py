@@ -17,7 +17,7 @@ SENTINEL = "\x1e\x1dARBORLM_CONTENT\x1d\x1e"
 
 
 class RoleError(ValueError):
-    pass
+    """A role used where the conversation does not allow it (nested roles, an unknown role)."""
 
 
 @dataclass

@@ -153,8 +153,8 @@ class Program:
                 from tqdm.auto import tqdm
 
                 done = tqdm(done, total=len(futures), desc=self.name)
-            for _ in done:
-                pass
+            for _ in done:  # wait for every program, ticking the progress bar as each finishes
+                continue
         return BatchResult(states, prefix, prefix_tokens)
 
     def _send_prefix(self, backend: Any, items: list[dict[str, Any]]) -> tuple[str, int]:

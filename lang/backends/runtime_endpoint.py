@@ -41,8 +41,6 @@ class RuntimeEndpoint(Backend):
         self.model_info = get_json(self.client, "/get_model_info")
         self._tokenizer: Any = None
         self._lock = threading.Lock()
-        # Whether /generate aligns prompt logprobs with input_ids[logprob_start_len:] (None: not known yet).
-        self._aligned_prompt_logprobs: bool | None = None
 
     @property
     def tokenizer(self) -> Any:
@@ -80,15 +78,10 @@ class RuntimeEndpoint(Backend):
 
     def _prompt_logprobs(self, ids: list[list[int]], start: int) -> tuple[list[list[float]], list[dict[str, Any]]]:
         """Logprobs of ids[i][start:] for each i, in one batched request whose first `start - 1` tokens
-        can come from the radix cache. (One place knows /generate's alignment: a server that pairs
-        input_ids[lsl:] with logprobs counted from position 0 is detected and asked again from 0.)"""
-        lsl = start - 1 if self._aligned_prompt_logprobs is not False else 0
+        can come from the radix cache. /generate pairs input_ids[lsl:] with their logprobs; entry 0
+        (the token at lsl itself) has none, so the scores start one entry later."""
+        lsl = max(start - 1, 0)
         infos = self._logprob_request(ids, lsl)
-        if lsl > 0 and self._aligned_prompt_logprobs is None:
-            self._aligned_prompt_logprobs = infos[0]["input_token_logprobs"][1][0] is not None
-            if not self._aligned_prompt_logprobs:
-                lsl = 0
-                infos = self._logprob_request(ids, lsl)
         return [[float(e[0]) for e in info["input_token_logprobs"][start - lsl:]] for info in infos], infos
 
     def _logprob_request(self, ids: list[list[int]], lsl: int) -> list[dict[str, Any]]:

@@ -83,13 +83,15 @@ def bench_character_cards(engine: Any, num: int, json_number_digits: int | None 
         params["json_number_digits"] = json_number_digits
     t0 = time.perf_counter()
     outs = engine.generate(prompts, params)
-    valid = 0
-    for o in outs:
+
+    def is_card(text: str) -> bool:
         try:
-            jsonschema.validate(json.loads(o["text"]), CHARACTER_CARD_SCHEMA)
-            valid += o["meta"]["finish_reason"]["type"] == "stop"
+            jsonschema.validate(json.loads(text), CHARACTER_CARD_SCHEMA)
         except (ValueError, jsonschema.ValidationError):
-            pass
+            return False
+        return True
+
+    valid = sum(o["meta"]["finish_reason"]["type"] == "stop" and is_card(o["text"]) for o in outs)
     return {"bench": "json", "result": "character-cards", "grammar_backend": engine.config.grammar_backend,
             "json_number_digits": engine.config.json_number_digits if json_number_digits is None else json_number_digits,
             "num_prompts": len(prompts), "valid_stop": valid,

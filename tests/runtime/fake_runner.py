@@ -25,7 +25,7 @@ EOS_ID = 0
 
 
 class SlotViolation(AssertionError):
-    pass
+    """A step read a KV slot that is free, padding, stale or written for another sequence."""
 
 
 class SlotCheckingRunner:

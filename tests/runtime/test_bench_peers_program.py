@@ -46,13 +46,13 @@ class RecordingBackend(Backend):
         return True
 
     def stream(self, prompt: str, params: dict[str, Any], messages: Any = None) -> Any:
-        raise NotImplementedError
+        raise AssertionError("the peers program runner only calls generate, cache_prefix and flush_cache")
 
     def select(self, prefix: str, choices: list[str], method: str) -> Any:
-        raise NotImplementedError
+        raise AssertionError("the peers program runner only calls generate, cache_prefix and flush_cache")
 
     def chat_template(self) -> Any:
-        raise NotImplementedError
+        raise AssertionError("the peers program runner only calls generate, cache_prefix and flush_cache")
 
 
 class FakeContext:

@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from greedy_prompts import PROMPTS
 from kv_check import assert_kv_baseline
 
 from arborlm.runtime import Engine
 
-PROMPTS = [
-    "The capital of France is",
-    "def fibonacci(n):",
-    "Once upon a time, in a small village,",
-    "The three primary colors are",
-    "Water boils at a temperature of",
-    "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n",
-    "List of prime numbers: 2, 3, 5,",
-    "In machine learning, a neural network is",
-]
 NEW_TOKENS = 32
 GREEDY = {"temperature": 0.0, "max_new_tokens": NEW_TOKENS}
 
