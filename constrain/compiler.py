@@ -25,6 +25,7 @@ from .number_digits import DEFAULT_JSON_NUMBER_DIGITS, check_number_digits
 from .regex_check import RegexNotSupported, check_user_regex
 from .regex_gen import UnsupportedSchema
 from .schema import schema_to_regex
+from .schema_lark import schema_to_lark
 from .vocab import TokenVocab, get_token_vocab
 
 KINDS = ("regex", "json_schema", "choice", "ebnf")
@@ -94,8 +95,9 @@ def canonical_key(kind: str, spec: Any, number_digits: int = DEFAULT_JSON_NUMBER
         raise GrammarError(f"{kind} spec is not JSON-serialisable: {e}") from None
 
 
-def _build_outlines(compiler: GrammarCompiler, kind: str, key: str, source: str, t0: float) -> CompiledGrammar:
-    if kind == "ebnf":
+def _build_outlines(compiler: GrammarCompiler, kind: str, key: str, syntax: str, source: str,
+                    t0: float) -> CompiledGrammar:
+    if syntax != "regex":
         raise GrammarError("ebnf grammars need grammar_backend='llguidance' (the outlines engine compiles "
                            "regular languages only)")
     try:
@@ -106,17 +108,18 @@ def _build_outlines(compiler: GrammarCompiler, kind: str, key: str, source: str,
                            compile_ms=(time.perf_counter() - t0) * 1000.0)
 
 
-def _build_llguidance(compiler: GrammarCompiler, kind: str, key: str, source: str, t0: float) -> Any:
+def _build_llguidance(compiler: GrammarCompiler, kind: str, key: str, syntax: str, source: str,
+                      t0: float) -> Any:
     from .llguidance_backend import build_llguidance, get_ll_tokenizer
 
     try:
         ll_tok = get_ll_tokenizer(compiler.tokenizer, compiler.vocab.eos_token_id)
-        return build_llguidance(kind, key, source, ll_tok, compiler.vocab, t0)
+        return build_llguidance(kind, key, syntax, source, ll_tok, compiler.vocab, t0)
     except ValueError as e:
         raise GrammarError(str(e)) from None
 
 
-# grammar_backend name -> builder(compiler, kind, key, regex or ebnf text, t0) -> compiled grammar
+# grammar_backend name -> builder(compiler, kind, key, syntax, source text, t0) -> compiled grammar
 BACKENDS = {"outlines": _build_outlines, "llguidance": _build_llguidance}
 
 
@@ -158,9 +161,13 @@ class GrammarCompiler:
             return spec
         if kind == "choice":
             return choice_regex(spec)
+        return self._from_schema(schema_to_regex, spec, number_digits, self.whitespace_pattern)
+
+    def _from_schema(self, convert: Any, spec: Any, number_digits: int | None, *args: Any) -> str:
+        """convert(schema, *args, digits) with the normaliser's errors as GrammarError."""
         try:
             digits = self.number_digits if number_digits is None else number_digits
-            return schema_to_regex(_schema_obj(spec), self.whitespace_pattern, digits)
+            return convert(_schema_obj(spec), *args, digits)
         except UnsupportedSchema as e:
             raise GrammarError(str(e)) from None
         except RecursionError:
@@ -168,10 +175,18 @@ class GrammarCompiler:
         except ValueError as e:  # outlines-core's own rejections
             raise GrammarError(f"JSON schema not supported: {e}") from None
 
+    def grammar_source(self, kind: str, spec: Any, number_digits: int | None = None) -> tuple[str, str]:
+        """(syntax, text) this compiler's engine compiles: ("regex", the regex) for regex / choice
+        and for json_schema on outlines; ("lark", the schema as rules: schema_lark.py) for
+        json_schema on llguidance (compact JSON); ("ebnf", the text) for ebnf."""
+        if kind == "json_schema" and self.backend == "llguidance" and self.whitespace_pattern is None:
+            return "lark", self._from_schema(schema_to_lark, spec, number_digits)
+        return ("ebnf" if kind == "ebnf" else "regex"), self.to_regex(kind, spec, number_digits)
+
     def _build(self, kind: str, spec: Any, key: str, number_digits: int | None) -> Any:
         t0 = time.perf_counter()
-        source = self.to_regex(kind, spec, number_digits)
-        return BACKENDS[self.backend](self, kind, key, source, t0)
+        syntax, source = self.grammar_source(kind, spec, number_digits)
+        return BACKENDS[self.backend](self, kind, key, syntax, source, t0)
 
     def compile(self, kind: str, spec: Any, number_digits: int | None = None) -> Future[Any]:
         """A Future of the compiled grammar (CompiledGrammar for outlines, LLGuidanceGrammar for

@@ -50,10 +50,12 @@ def get_ll_tokenizer(tokenizer: Any, eos_token_id: int) -> Any:
         return hit
 
 
-def ll_grammar(kind: str, source: str) -> str:
-    """llguidance's grammar text for a regex (kinds regex / choice / json_schema) or an ebnf text."""
-    if kind == "ebnf":
+def ll_grammar(syntax: str, source: str) -> str:
+    """llguidance's grammar for a regex, our own Lark text (a JSON schema's rules) or a user's ebnf."""
+    if syntax == "ebnf":
         return llguidance.grammar_from("grammar", source)  # Lark, or GBNF converted to Lark
+    if syntax == "lark":
+        return llguidance.grammar_from("lark", source)
     return llguidance.LLMatcher.grammar_from_regex(source)
 
 
@@ -79,13 +81,13 @@ class LLGuidanceGrammar:
         return LLGuidanceMatcher(self, self.template.deep_copy())
 
 
-def build_llguidance(kind: str, key: str, source: str, ll_tokenizer: Any, vocab: TokenVocab,
+def build_llguidance(kind: str, key: str, syntax: str, source: str, ll_tokenizer: Any, vocab: TokenVocab,
                      t0: float) -> LLGuidanceGrammar:
     """Compile; raise ValueError naming llguidance's error or warning (a warning may mean a
     construct was relaxed, so it is not enforced exactly: rejected)."""
     import time
 
-    grammar = ll_grammar(kind, source)
+    grammar = ll_grammar(syntax, source)
     limits = llguidance.LLParserLimits(initial_lexer_fuel=INITIAL_LEXER_FUEL, step_lexer_fuel=STEP_LEXER_FUEL)
     template = llguidance.LLMatcher(ll_tokenizer, grammar, log_level=0, limits=limits)
     if template.is_error():
@@ -94,7 +96,7 @@ def build_llguidance(kind: str, key: str, source: str, ll_tokenizer: Any, vocab:
     if warnings:
         raise ValueError(f"llguidance warning (not enforced exactly) in the {kind} grammar: "
                          + "; ".join(w[:300] for w in warnings))
-    return LLGuidanceGrammar(kind=kind, spec_key=key, regex=source if kind != "ebnf" else "", source=source,
+    return LLGuidanceGrammar(kind=kind, spec_key=key, regex=source if syntax == "regex" else "", source=source,
                              template=template, vocab=vocab, num_words=(ll_tokenizer.vocab_size + 31) // 32,
                              compile_ms=(time.perf_counter() - t0) * 1000.0)
 

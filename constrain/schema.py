@@ -337,9 +337,10 @@ def validates(value: Any, schema: dict, root: Any) -> bool:
         return False
 
 
-def normalize_schema(schema: Any, ws: str = "",
-                     number_digits: int = DEFAULT_JSON_NUMBER_DIGITS) -> tuple[Any, dict[str, str]]:
-    """(normalised schema, placeholder -> regex); raises UnsupportedSchema."""
+def normalize_schema(schema: Any, ws: str = "", number_digits: int = DEFAULT_JSON_NUMBER_DIGITS,
+                     with_types: bool = False) -> tuple[Any, ...]:
+    """(normalised schema, placeholder -> regex[, placeholder -> the JSON type it stands for]);
+    raises UnsupportedSchema."""
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
@@ -349,7 +350,7 @@ def normalize_schema(schema: Any, ws: str = "",
     out = n.norm(schema, "$")
     if out is FALSE:
         raise UnsupportedSchema("schema is unsatisfiable (no JSON value validates against it)")
-    return out, n.placeholders
+    return (out, n.placeholders, n.ph_types) if with_types else (out, n.placeholders)
 
 
 def build_json_regex(normed: Any, placeholders: dict[str, str], ws: str,
@@ -371,9 +372,15 @@ def schema_to_regex(schema: Any, whitespace_pattern: str | None = None,
     numbers without a bound limited to `number_digits` digits (0: unbounded)."""
     ws = "" if whitespace_pattern is None else whitespace_pattern
     normed, placeholders = normalize_schema(schema, ws, number_digits)
-    regex = build_json_regex(normed, placeholders, ws, number_digits)
+    return substitute_placeholders(build_json_regex(normed, placeholders, ws, number_digits), placeholders)
+
+
+def substitute_placeholders(regex: str, placeholders: dict[str, str]) -> str:
+    """`regex` with every placeholder const replaced by its regex."""
     # Placeholders may nest (a container regex we wrote embeds normalised sub-schemas): substitute
     # the latest first, so that the ones they introduce are substituted after them.
+    if "ARBORLMPH" not in regex:
+        return regex
     for key in reversed(list(placeholders)):
         regex = regex.replace(f'"{key}"', f"({placeholders[key]})")
     if "ARBORLMPH" in regex:

@@ -38,9 +38,9 @@ class Sample:
     status: str  # "ok" | "failed" | "capped" | "crashed"
     cold_ms: float = math.nan
     cached_ms: float = math.nan
-    regex_ms: float = math.nan
-    index_ms: float = math.nan
-    regex_chars: int = 0
+    source_ms: float = math.nan  # building the grammar text: regex, or Lark rules (llguidance JSON)
+    engine_ms: float = math.nan  # the engine's compile of that text (outlines index / llguidance)
+    source_chars: int = 0
     reason: str = ""
     backend: str = "outlines"
     mask_ms: list[float] = field(default_factory=list)  # batch-16 mask fill per decode step
@@ -99,17 +99,20 @@ def _compile_one(tok: Any, schema: Any, backend: str = "outlines", checks: tuple
     from arborlm.runtime.bench.grammar_checks import label_agreement, mask_step_ms
 
     compiler = GrammarCompiler(tok, num_threads=1, backend=backend)
-    regex_ms: list[float] = []
-    to_regex = compiler.to_regex
+    source_ms: list[float] = []
+    source_chars: list[int] = []
+    grammar_source = compiler.grammar_source
 
-    def timed_to_regex(kind: str, spec: Any, number_digits: int | None = None) -> str:
+    def timed_source(kind: str, spec: Any, number_digits: int | None = None) -> tuple[str, str]:
         t = time.perf_counter()
         try:
-            return to_regex(kind, spec, number_digits)
+            out = grammar_source(kind, spec, number_digits)
+            source_chars.append(len(out[1]))
+            return out
         finally:
-            regex_ms.append((time.perf_counter() - t) * 1000)
+            source_ms.append((time.perf_counter() - t) * 1000)
 
-    compiler.to_regex = timed_to_regex  # type: ignore[method-assign]
+    compiler.grammar_source = timed_source  # type: ignore[method-assign]
     t0 = time.perf_counter()
     try:
         g = compiler.compile_sync("json_schema", schema)
@@ -117,8 +120,8 @@ def _compile_one(tok: Any, schema: Any, backend: str = "outlines", checks: tuple
         t1 = time.perf_counter()
         compiler.compile_sync("json_schema", schema)
         cached = (time.perf_counter() - t1) * 1000
-        out = {"status": "ok", "cold_ms": cold, "cached_ms": cached, "regex_ms": regex_ms[0],
-               "index_ms": g.compile_ms - regex_ms[0], "regex_chars": len(g.regex)}
+        out = {"status": "ok", "cold_ms": cold, "cached_ms": cached, "source_ms": source_ms[0],
+               "engine_ms": g.compile_ms - source_ms[0], "source_chars": source_chars[0]}
         if "coverage" in checks:
             out["agreement"] = label_agreement(g, tok, tests or [])
         if "mask" in checks:
@@ -268,12 +271,12 @@ def summarize(samples: list[Sample], subset: str, cap_s: float) -> dict[str, Any
         name = "max" if q == 1.0 else f"p{int(q * 100)}"
         row[f"cold_ms_{name}"] = _r(v, 2)
         row[f"cold_ms_{name}_lower_bound"] = lower
-    for name, nd in (("cached", 4), ("regex", 2), ("index", 2)):
+    for name, nd in (("cached", 4), ("source", 2), ("engine", 2)):
         xs = [getattr(s, f"{name}_ms") for s in ok]
         for q in (0.5, 0.95):
             row[f"{name}_ms_p{int(q * 100)}"] = _r(censored_pct(xs, 0, 0.0, q)[0], nd)
     tot = sum(cold)
-    row["regex_share_of_cold"] = round(sum(s.regex_ms for s in ok) / tot, 3) if tot else None
+    row["source_share_of_cold"] = round(sum(s.source_ms for s in ok) / tot, 3) if tot else None
     row["cold_ms_max_compiled"] = _r(max(cold), 1) if cold else None
     masks = sorted(x for s in ok for x in s.mask_ms)
     if masks:

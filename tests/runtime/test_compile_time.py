@@ -33,7 +33,7 @@ def test_rejection_key() -> None:
 
 
 def test_summarize_counts_failures_apart_from_timings() -> None:
-    samples = [Sample("s", i, "ok", cold_ms=float(i + 1), cached_ms=0.01, regex_ms=0.5, index_ms=float(i) + 0.5)
+    samples = [Sample("s", i, "ok", cold_ms=float(i + 1), cached_ms=0.01, source_ms=0.5, engine_ms=float(i) + 0.5)
                for i in range(8)]
     samples.append(Sample("s", 8, "capped"))
     samples.append(Sample("s", 9, "failed", reason="unsupported JSON Schema keyword 'if' at #"))
@@ -44,7 +44,7 @@ def test_summarize_counts_failures_apart_from_timings() -> None:
     assert row["cold_ms_p50"] == 5.0 and not row["cold_ms_p50_lower_bound"]  # 9 timed: sorted[4]
     assert row["cold_ms_p95"] == 2000.0 and row["cold_ms_p95_lower_bound"]
     assert row["cached_ms_p50"] == 0.01
-    assert not math.isnan(row["regex_share_of_cold"])
+    assert not math.isnan(row["source_share_of_cold"])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -55,7 +55,7 @@ def test_forked_compile_ok_and_capped(tokenizer) -> None:
     get_token_vocab(tokenizer)
     res = _run_child(tokenizer, ({"type": "string", "maxLength": 3},), cap_s=60.0, mem_extra_bytes=0)
     assert res["status"] == "ok" and res["cached_ms"] < res["cold_ms"]
-    assert res["regex_ms"] >= 0 and res["index_ms"] >= 0
+    assert res["source_ms"] >= 0 and res["engine_ms"] >= 0
     assert _run_child(tokenizer, ({"type": "object"},), cap_s=0.05, mem_extra_bytes=0) == {"status": "capped"}
 
 
