@@ -51,6 +51,10 @@ class CompiledGrammar:
     _masks: dict[int, Any] = field(default_factory=dict, repr=False)
     # Token the model last chose in each forced FSM state (jump-forward drafts replay it).
     _chosen: dict[int, int] = field(default_factory=dict, repr=False)
+    # text -> its canonical token ids (the tokenizer's encode), for forced text (matcher.py)
+    encode: Any = field(default=None, repr=False)
+    # The canonical token each forced FSM state's mask allows (None: no restriction), see matcher.py.
+    _canonical: dict[int, int | None] = field(default_factory=dict, repr=False)
 
     @property
     def eos_token_id(self) -> int:
@@ -104,8 +108,10 @@ def _build_outlines(compiler: GrammarCompiler, kind: str, key: str, syntax: str,
         index = Index(source, compiler.vocab.vocabulary)
     except Exception as e:  # noqa: BLE001 - outlines-core raises ValueError/RuntimeError variants
         raise GrammarError(f"cannot build the token index for {kind}: {e}") from None
+    tokenizer = compiler.tokenizer
     return CompiledGrammar(kind=kind, spec_key=key, regex=source, index=index, vocab=compiler.vocab,
-                           compile_ms=(time.perf_counter() - t0) * 1000.0)
+                           compile_ms=(time.perf_counter() - t0) * 1000.0,
+                           encode=lambda text: tokenizer.encode(text, add_special_tokens=False))
 
 
 def _build_llguidance(compiler: GrammarCompiler, kind: str, key: str, syntax: str, source: str,

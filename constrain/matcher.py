@@ -1,6 +1,15 @@
 """GrammarMatcher: one per request. Holds only a stack of FSM states over the shared
 CompiledGrammar, plus an outlines-core `Guide` kept in sync lazily, whose native
-`write_mask_into` fills a bitmask row in about a microsecond."""
+`write_mask_into` fills a bitmask row in about a microsecond.
+
+Forced text is offered in its canonical tokens only. Where the grammar forces a unique continuation
+(`","house":"` after a JSON value) whose canonical encoding has two or more tokens, the mask allows
+just the first of them (the last one stays free: it may merge with the text that follows). Without
+this the model could spell keys in fragments (`","`, `ho`, `use`, ...), which it never saw in
+training and which sent a small model into degenerate strings (issue 12: one character card of 50
+ran into the token limit on this engine, none with canonical keys); llguidance does the same. This
+narrows only the *mask*: `advance` / `is_allowed` still accept every tokenization of the language
+(replays, label checks)."""
 
 from __future__ import annotations
 
@@ -56,7 +65,28 @@ class GrammarMatcher:
         return hit
 
     def allowed_tokens(self) -> list[int]:
-        return [] if self._ended else list(self.index.get_allowed_tokens(self.state))
+        """The tokens the mask allows (see the module docstring on forced text)."""
+        if self._ended:
+            return []
+        canonical = self.canonical_token()
+        return [canonical] if canonical is not None else list(self.index.get_allowed_tokens(self.state))
+
+    def canonical_token(self) -> int | None:
+        """The one token the mask allows in a forced-text state (None: no such restriction)."""
+        cache = self.compiled._canonical
+        st = self.state
+        if st in cache:
+            return cache[st]
+        from .jump_forward import forced_bytes, utf8_prefix
+
+        token = None
+        text = utf8_prefix(forced_bytes(self.compiled, st)).decode("utf-8")
+        if text and self.compiled.encode is not None:
+            ids = self.compiled.encode(text)
+            if len(ids) >= 2 and self.index.get_next_state(st, ids[0]) is not None:
+                token = ids[0]
+        cache[st] = token
+        return token
 
     def is_allowed(self, token_id: int) -> bool:
         if self._ended:
@@ -137,6 +167,12 @@ class GrammarMatcher:
         hit = masks.get(self.state)
         if hit is not None and hasattr(row, "copy_") and hit.shape == row.shape:
             row.copy_(hit)
+            return
+        canonical = self.canonical_token()
+        if canonical is not None:
+            row[:] = 0
+            word, bit = divmod(canonical, 32)
+            row[word] = (1 << bit) - (1 << 32 if bit == 31 else 0)  # int32 two's complement
             return
         g = self._sync_guide()
         if hasattr(row, "data_ptr"):

@@ -27,6 +27,7 @@ swallow the branch's text. Such a union is rendered as one terminal (the flat re
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .number_digits import DEFAULT_JSON_NUMBER_DIGITS
@@ -44,20 +45,23 @@ def literal_regex(text: str) -> str:
     return "".join("\\" + c if c in _META else c for c in text)
 
 
+_SLASH = re.compile(r"(\\*)/")
+_CONTROL = re.compile(r"(\\*)([\x00-\x1f\x7f])")
+
+
+def _escape_slash(m: re.Match) -> str:
+    slashes = m.group(1)
+    return slashes + ("/" if len(slashes) % 2 else "\\/")  # an odd run already escapes it
+
+
+def _escape_control(m: re.Match) -> str:
+    slashes = m.group(1)
+    return slashes[: len(slashes) // 2 * 2] + f"\\x{ord(m.group(2)):02X}"  # "\<LF>" is LF too
+
+
 def lark_regex(regex: str) -> str:
     """`regex` as a Lark /.../ literal: '/' escaped, raw control characters as \\xHH."""
-    out: list[str] = []
-    i = 0
-    while i < len(regex):
-        c = regex[i]
-        if c == "\\" and i + 1 < len(regex):
-            nxt = regex[i + 1]
-            out.append(f"\\x{ord(nxt):02X}" if ord(nxt) < 0x20 else "\\" + nxt)
-            i += 2
-            continue
-        out.append("\\/" if c == "/" else f"\\x{ord(c):02X}" if ord(c) < 0x20 or c == "\x7f" else c)
-        i += 1
-    return "/" + "".join(out) + "/"
+    return "/" + _CONTROL.sub(_escape_control, _SLASH.sub(_escape_slash, regex)) + "/"
 
 
 def _first_chars(node: Any, ph_types: dict[str, str]) -> set[str]:

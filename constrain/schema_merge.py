@@ -62,8 +62,8 @@ def merge_all(parts: list[Any], expand: Callable[[Any], Any]) -> Any:
                 raise UnsupportedSchema("cannot merge additionalProperties with patternProperties")
             ap_parts.append((set(p.get("properties", {})), p["additionalProperties"]))
         for k, v in p.items():
-            if k in _SKIP or (k == "if" and "then" not in p and "else" not in p):
-                continue  # annotations; an `if` without then/else asserts nothing
+            if k in _SKIP or k.startswith("x-") or (k == "if" and "then" not in p and "else" not in p):
+                continue  # annotations (x-*: vendor extensions); an `if` without then/else asserts nothing
             if k not in out:
                 out[k] = v
                 continue

@@ -30,7 +30,12 @@ def norm_union(n: Any, s: dict, path: str) -> Any:  # n: schema._Normalizer
     for i, b in enumerate(branches):
         bpath = f"{path}.{kw}[{i}]"
         # Siblings of anyOf/oneOf apply to every branch (outlines-core would drop them).
-        merged = merge_all([rest, n.expand(b, bpath)], lambda p, bp=bpath: n.expand(p, bp)) if rest else b
+        try:
+            merged = merge_all([rest, n.expand(b, bpath)], lambda p, bp=bpath: n.expand(p, bp)) if rest else b
+        except UnsupportedSchema as e:
+            if str(e).startswith("unsupported JSON Schema keyword"):
+                raise
+            raise _err(kw, bpath, f"merging its siblings: {e}") from None
         nf = n.nf
         nb = n.norm(merged, bpath)
         if nb is FALSE and n.nf != nf:  # empty only because of a narrowing: it still validates texts

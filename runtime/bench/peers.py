@@ -204,7 +204,8 @@ def add_peers_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--hf-batch-size", type=int, default=0, help="transformers/outlines batch (0: all prompts at once)")
     p.add_argument("--num-few-shot", type=int, default=64, help="few-shot: GSM8K test questions")
     p.add_argument("--few-shot-max-new-tokens", type=int, default=64)
-    p.add_argument("--num-chat", type=int, default=80, help="chat: MT-Bench conversations (2 turns each)")
+    p.add_argument("--num-chat", type=int, default=16,
+                   help="chat: MT-Bench conversations (2 turns each; 80 = all, ~4x the run time)")
     p.add_argument("--chat-concurrency", default="1,16", help="chat: comma list of concurrency levels")
     p.add_argument("--chat-max-new-tokens", type=int, default=256, help="chat: max_tokens per turn")
     p.add_argument("--num-latency", type=int, default=1, help="latency: requests, one at a time")
@@ -213,7 +214,7 @@ def add_peers_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--json-max-new-tokens", type=int, default=256)
     p.add_argument("--num-batched", type=int, default=32, help="batched-decode: prompts")
     p.add_argument("--batched-max-new-tokens", type=int, default=128)
-    p.add_argument("--num-react", type=int, default=100, help="react: trajectories replayed")
+    p.add_argument("--num-react", type=int, default=25, help="react: trajectories replayed (100 = all)")
     p.add_argument("--react-max-new-tokens", type=int, default=64, help="react: tokens per step (stop at Observation)")
     p.add_argument("--port-base", type=int, default=30100, help="chat: arborlm serve on this port, llama.cpp on +1")
     p.add_argument("--log-dir", default="", help="chat: server logs (default: a new temp folder)")

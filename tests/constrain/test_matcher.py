@@ -118,10 +118,9 @@ def test_fill_bitmask_is_fast(compiler):
 
 def test_cached_masks_equal_fresh_masks(compiler, tokenizer):
     """fill_bitmask caches a row per FSM state (outlines engine): every fill, first or cached, equals
-    the outlines-core index's allowed set for the current state, across matchers sharing the
-    grammar. The llguidance engine's masks equal that same allowed set wherever the grammar forces
-    no text; where it does, llguidance allows only the canonical tokens of the forced text (its
-    fast-forward design): a subset, never a token outside the grammar."""
+    the outlines-core index's allowed set for the current state wherever the grammar forces no text,
+    across matchers sharing the grammar. Where it forces text, both engines allow only the
+    canonical tokens of the forced text: a non-empty subset, never a token outside the grammar."""
     from arborlm.constrain import GrammarCompiler
 
     schema = {"type": "object", "properties": {"s": {"type": "string"}, "n": {"type": "number"}}, "required": ["s"]}
@@ -136,7 +135,9 @@ def test_cached_masks_equal_fresh_masks(compiler, tokenizer):
             row.fill_(0)
             m.fill_bitmask(row)
             got, want = allowed_from_mask(row, g.vocab.vocab_size), set(ref.index.get_allowed_tokens(ref_m.state))
-            assert got == want if g is ref or not ref_m.forced_text() else got and got <= want
+            assert got == want if not ref_m.forced_text() else got and got <= want
+            if g is ref and m.canonical_token() is not None:
+                assert got == {m.canonical_token()}
             m.advance(t)
             ref_m.advance(t)
     assert g is not ref or g._masks  # the outlines cache was used
