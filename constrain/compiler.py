@@ -4,9 +4,10 @@ outlines-core style).
 
 Two engines (`grammar_backend`), behind the same interface and the same int32 bitmask rows:
   outlines    regex -> outlines-core token Index (eager; CompiledGrammar + GrammarMatcher)
-  llguidance  regex or Lark/GBNF text -> llguidance LLMatcher (lazy; llguidance_backend.py)
-Both get the same regex for regex / choice / json_schema (the JSON Schema normaliser's output), so
-both enforce exactly the same language; only `ebnf` grammars need llguidance."""
+  llguidance  regex, or Lark text -> llguidance LLMatcher (lazy; llguidance_backend.py)
+Both enforce the same language: the same regex for regex / choice, and for json_schema the JSON
+Schema normaliser's output, as one flat regex (outlines) or as Lark rules over the same leaf
+regexes (llguidance: schema_lark.py, linear in the schema). Only `ebnf` grammars need llguidance."""
 
 from __future__ import annotations
 

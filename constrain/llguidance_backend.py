@@ -1,13 +1,15 @@
-"""The llguidance grammar engine: the same regexes as the outlines-core engine (our honest JSON
-Schema normaliser's output, user regexes, choices), plus Lark / GBNF grammars (`ebnf`), compiled
-by llguidance's lazy derivative-based lexer and Earley parser instead of an eager token index.
+"""The llguidance grammar engine: JSON schemas as Lark rules (schema_lark.py: our honest
+normaliser's output, objects / arrays / unions as rules over the same leaf regexes as the flat
+regex), user regexes and choices as regexes, and Lark / GBNF grammars (`ebnf`), compiled by
+llguidance's lazy derivative-based lexer and Earley parser instead of an eager token index.
 
-Why regexes and not llguidance's own JSON-Schema compiler: the normaliser already turns every
-schema we accept into a regex that is enforced exactly (or narrowed soundly, see schema.py) and
-rejects the rest with the keyword and its JSON path. Feeding llguidance that regex keeps coverage
-and exactness identical to the outlines-core engine by construction, while the compile takes
-milliseconds (no index over the vocabulary is built up front; masks are computed per step, lazily
-cached inside llguidance). llguidance's `lenient` JSON option (ignore unknown keywords) is never
+Why not llguidance's own JSON-Schema compiler: the normaliser already turns every schema we accept
+into a language we enforce exactly (or narrow soundly, see schema.py) and rejects the rest with the
+keyword and its JSON path; feeding llguidance that language as rules keeps coverage and exactness
+equal to the outlines-core engine's (tests compare both on the JSON-Schema-Test-Suite), while the
+compile takes milliseconds: the rules are linear in the schema (the flat regex of an object with
+many optional properties is not), and no index over the vocabulary is built up front (masks are
+computed per step, lazily cached inside llguidance). llguidance's `lenient` JSON option is never
 used, and any grammar warning it reports is turned into a compile error.
 
 A grammar is compiled once into a template `LLMatcher`; each request gets a `deep_copy` of it.

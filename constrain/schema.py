@@ -54,6 +54,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# Imported with the module, not on a schema's first enum: the import takes ~50 ms, which a server
+# pays once at start rather than inside some request's grammar compile.
+import jsonschema
 from outlines_core.json_schema import build_regex_from_schema
 
 from .number_digits import DEFAULT_JSON_NUMBER_DIGITS, bound_free_numbers
@@ -324,16 +327,12 @@ def _json_eq(a: Any, b: Any) -> bool:
 
 
 def validates(value: Any, schema: dict, root: Any) -> bool:
-    """Does `value` validate against `schema` (refs resolved against root)? jsonschema if present."""
+    """Does `value` validate against `schema` (refs resolved against root)?"""
     return valid_values([value], schema, root) == [value]
 
 
 def valid_values(values: list, schema: dict, root: Any) -> list:
     """The values that validate against `schema` (one validator for all: enums run to thousands)."""
-    try:
-        import jsonschema
-    except ImportError:  # pragma: no cover - without jsonschema we cannot prove enum values valid
-        raise UnsupportedSchema("enum/const with sibling keywords needs the jsonschema package") from None
     if isinstance(root, dict):
         schema = {**{k: root[k] for k in ("$defs", "definitions") if k in root}, **schema}
     try:

@@ -17,8 +17,9 @@ SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
 # where it builds and supports the device and dtype.
 KERNEL_BACKENDS = ("auto", "native", "torch")
 Choices = tuple[str, ...] | Callable[[], tuple[str, ...]]
-# Grammar engines (constrain/compiler.py BACKENDS): both enforce the same regexes; llguidance also
-# compiles `ebnf` grammars and compiles in milliseconds (see constrain/README_json.md for the numbers).
+# Grammar engines (constrain/compiler.py BACKENDS): both enforce the same language; llguidance
+# compiles JSON schemas as Lark rules in milliseconds and also compiles `ebnf` grammars (README:
+# "Constrained decoding" has the numbers).
 GRAMMAR_BACKENDS = ("outlines", "llguidance")
 # Weight-only quantization of the linear layers at load (kernels/quant.py): None = model dtype,
 # "int8" per output row, "int4" per group of 32 inputs, "gguf" = the GGUF's own Q4_0/Q4_1 blocks.
