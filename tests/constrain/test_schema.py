@@ -99,3 +99,18 @@ def test_recursive_ref_is_unrolled_soundly():
     rx = re.compile(schema_to_regex(schema))
     assert rx.fullmatch('{"v":1,"next":{"v":2}}')
     assert not rx.fullmatch('{"next":{"v":2}}')
+
+
+def test_keys_that_need_json_escapes_are_written_escaped() -> None:
+    """outlines-core splices property names into the regex raw; the normaliser hands it the JSON
+    spelling, so the flat regex matches `"foo\\"bar"` and never the invalid raw `"foo"bar"`."""
+    import json as _json
+    import re as _re
+
+    from arborlm.constrain.schema import schema_to_regex
+
+    keys = ["foo\nbar", 'foo"bar', "foo\\bar", "foo\tbar", "plain"]
+    regex = _re.compile(schema_to_regex({"type": "object", "properties": {k: {"type": "integer"} for k in keys},
+                                         "required": keys}))
+    assert regex.fullmatch(_json.dumps({k: 1 for k in keys}, separators=(",", ":")))
+    assert not regex.fullmatch("{" + ",".join(f'"{k}":1' for k in keys) + "}")  # raw spelling: invalid JSON
