@@ -18,7 +18,7 @@ from typing import Any
 from outlines_core import Guide
 
 from .compiler import CompiledGrammar
-from .jump_forward import forced_bytes
+from .jump_forward import forced_bytes, utf8_prefix
 
 _GUIDE_ROLLBACK = 64  # beyond this the Guide is rebuilt by replay
 # Bitmask rows cached per FSM state and grammar (6 KB each for a 49k vocab). A mask depends on the
@@ -77,10 +77,8 @@ class GrammarMatcher:
         st = self.state
         if st in cache:
             return cache[st]
-        from .jump_forward import forced_bytes, utf8_prefix
-
         token = None
-        text = utf8_prefix(forced_bytes(self.compiled, st)).decode("utf-8")
+        text = self.forced_text()
         if text and self.compiled.encode is not None:
             ids = self.compiled.encode(text)
             if len(ids) >= 2 and self.index.get_next_state(st, ids[0]) is not None:
@@ -189,8 +187,6 @@ class GrammarMatcher:
 
     # -- jump-forward ---------------------------------------------------------------------------
     def forced_text(self) -> str:
-        from .jump_forward import forced_bytes, utf8_prefix
-
         if self._ended:
             return ""
         return utf8_prefix(forced_bytes(self.compiled, self.state)).decode("utf-8")

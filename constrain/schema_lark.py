@@ -31,7 +31,8 @@ import re
 from typing import Any
 
 from .number_digits import DEFAULT_JSON_NUMBER_DIGITS
-from .schema import build_json_regex, normalize_schema, substitute_placeholders
+from .schema import normalize_schema
+from .schema_regex import build_json_regex, substitute_placeholders
 
 # A JSON object key (any string) and its colon, as outlines-core renders free-form keys.
 _KEY = r'"([^"\\\x00-\x1F\x7F-\x9F]|\\["\\/bfnrt])*":'
@@ -93,6 +94,10 @@ class LarkWriter:
         self.number_digits = number_digits
         self.lines: list[str] = []
         self._memo: dict[str, str] = {}  # json of a node (or a regex) -> its rule / terminal name
+        # id of a node of the normalised tree (alive while writing) -> its name / its kind: a node
+        # is serialised for the json memo once, not once per ancestor
+        self._by_id: dict[int, str] = {}
+        self._kinds: dict[int, str] = {}
 
     def grammar(self, normed: Any) -> str:
         top = self.value(normed)
@@ -115,13 +120,23 @@ class LarkWriter:
     # -- nodes ----------------------------------------------------------------------------------
     def value(self, node: Any) -> str:
         """The rule or terminal name of a normalised node (identical nodes share one)."""
+        hit = self._by_id.get(id(node))
+        if hit is not None:
+            return hit
         key = json.dumps(node, sort_keys=True)
         if key not in self._memo:
             self._memo[key] = self._render(node, self.kind(node))
+        self._by_id[id(node)] = self._memo[key]
         return self._memo[key]
 
     def kind(self, node: Any) -> str:
         """How a node is rendered: union / obj / free_obj / array / prefix, or leaf (a terminal)."""
+        hit = self._kinds.get(id(node))
+        if hit is None:
+            hit = self._kinds[id(node)] = self._kind(node)
+        return hit
+
+    def _kind(self, node: Any) -> str:
         if not isinstance(node, dict):
             return "leaf"
         if set(node) == {"anyOf"}:
