@@ -183,16 +183,22 @@ class LarkWriter:
         req = set(required)
         pairs = [f"{self.terminal(literal_regex(json.dumps(k, ensure_ascii=False)) + ':')} {self.value(props[k])}"
                  for k in names]
-        # tail: the properties from i on, after one was written ("" = nothing left);
-        # head: the same before any was written. Linear in the number of properties.
+        # tail(i): the properties from i on, after one was written ("" = nothing left); head(i):
+        # the same before any was written. Linear in the number of properties. Only the rules
+        # something refers to are written: tail(0) never is, and head(i) only by the object (i = 0)
+        # or by an optional property i - 1 (a required one is always written, so its tail follows).
         tail = head = ""
-        for name, pair in zip(reversed(names), reversed(pairs)):
-            with_tail, with_head = f'"," {pair} {tail}'.rstrip(), f"{pair} {tail}".rstrip()
-            if name in req:
-                tail, head = self._rule(with_tail), self._rule(with_head)
-            else:
-                tail = self._rule(f"{with_tail} | {tail}" if tail else f"({with_tail})?")
-                head = self._rule(f"{with_head} | {head}" if head else f"({with_head})?")
+        for i in range(len(names) - 1, -1, -1):
+            optional = names[i] not in req
+            with_tail, with_head = f'"," {pairs[i]} {tail}'.rstrip(), f"{pairs[i]} {tail}".rstrip()
+            new_head = ""
+            if i == 0 or names[i - 1] not in req:
+                new_head = self._rule(with_head if not optional else
+                                      f"{with_head} | {head}" if head else f"({with_head})?")
+            if i > 0:
+                tail = self._rule(with_tail if not optional else
+                                  f"{with_tail} | {tail}" if tail else f"({with_tail})?")
+            head = new_head
         return self._rule(f'"{{" {head} "}}"')
 
     def array(self, items: Any, lo: int, hi: int | None) -> str:
