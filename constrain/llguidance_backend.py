@@ -67,8 +67,8 @@ class LLGuidanceGrammar:
 
     kind: str
     spec_key: str
-    regex: str  # the regex compiled ("" for ebnf)
-    source: str  # the grammar text given to llguidance (the regex, or the ebnf text)
+    syntax: str  # "regex" | "lark" (a JSON schema's rules) | "ebnf"
+    source: str  # the grammar text given to llguidance in that syntax
     template: Any  # LLMatcher in its initial state: deep-copied per request
     vocab: TokenVocab
     num_words: int  # int32 words of llguidance's mask (its vocabulary, rounded up to 32)
@@ -78,6 +78,11 @@ class LLGuidanceGrammar:
     @property
     def eos_token_id(self) -> int:
         return self.vocab.eos_token_id
+
+    @property
+    def regex(self) -> str:
+        """The regex compiled ("" for Lark and ebnf grammars)."""
+        return self.source if self.syntax == "regex" else ""
 
     def matcher(self) -> LLGuidanceMatcher:
         return LLGuidanceMatcher(self, self.template.deep_copy())
@@ -98,7 +103,7 @@ def build_llguidance(kind: str, key: str, syntax: str, source: str, ll_tokenizer
     if warnings:
         raise ValueError(f"llguidance warning (not enforced exactly) in the {kind} grammar: "
                          + "; ".join(w[:300] for w in warnings))
-    return LLGuidanceGrammar(kind=kind, spec_key=key, regex=source if syntax == "regex" else "", source=source,
+    return LLGuidanceGrammar(kind=kind, spec_key=key, syntax=syntax, source=source,
                              template=template, vocab=vocab, num_words=(ll_tokenizer.vocab_size + 31) // 32,
                              compile_ms=(time.perf_counter() - t0) * 1000.0)
 
