@@ -18,6 +18,9 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Child Pythons the tests start (`python -c`, servers) must not put the repo root on sys.path: its
+# `kernels/` folder would shadow the hub package transformers imports (see arborlm.runtime.pyproc).
+os.environ["PYTHONSAFEPATH"] = "1"
 
 
 @pytest.fixture(scope="session")

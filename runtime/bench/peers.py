@@ -111,7 +111,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run_header(ctx: Any, command: str) -> dict[str, Any]:
-    return {"bench": "peers", "kind": "run", "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    return {"bench": "peers", "kind": "run", "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{_cpu_name()}, {os.cpu_count()} cores", "model": ctx.args.model, "model_path": ctx.model_path,
             "gguf": ctx.gguf_path(), "dtype": ctx.dtype, "threads": ctx.threads, "repeats": ctx.args.repeats,
             "command": command}

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import httpx
 from arborlm.runtime.bench.peers_report import RunMeasurement
 from arborlm.runtime.bench.peers_systems import LLAMA_N_CTX, PeerContext
 from arborlm.runtime.bench.serving import Conversation, bench_one, build_dataset
+from arborlm.runtime.pyproc import python_module_argv
 
 SERVER_START_TIMEOUT_S = 600.0
 
@@ -80,7 +80,7 @@ class ServerProcess:
 
 def _start_arborlm(ctx: PeerContext) -> ServerProcess:
     port = ctx.args.port_base
-    argv = [sys.executable, "-m", "arborlm.runtime.cli", "serve", "--model", ctx.args.model, "--dtype", ctx.args.dtype,
+    argv = [*python_module_argv("arborlm.runtime.cli"), "serve", "--model", ctx.args.model, "--dtype", ctx.args.dtype,
             "--port", str(port), "--num-threads", str(ctx.threads), "--max-total-tokens", str(ctx.args.max_total_tokens),
             "--log-level", "warning"]
     return ServerProcess(argv, port, "/health", os.path.join(ctx.args.log_dir, "arborlm-serve.log"))
@@ -88,7 +88,7 @@ def _start_arborlm(ctx: PeerContext) -> ServerProcess:
 
 def _start_llama_cpp(ctx: PeerContext) -> ServerProcess:
     port = ctx.args.port_base + 1
-    argv = [sys.executable, "-m", "arborlm.runtime.bench.peers_llama_server", "--model", str(ctx.gguf_path()),
+    argv = [*python_module_argv("arborlm.runtime.bench.peers_llama_server"), "--model", str(ctx.gguf_path()),
             "--port", str(port), "--n_ctx", str(LLAMA_N_CTX), "--n_threads", str(ctx.threads),
             "--n_threads_batch", str(ctx.threads), "--interrupt_requests", "False", "--verbose", "False"]
     return ServerProcess(argv, port, "/v1/models", os.path.join(ctx.args.log_dir, "llama-cpp-server.log"))

@@ -133,7 +133,7 @@ def create_app(state: ServerState,
         s = await tm.submit(ids, SamplingParams(max_new_tokens=1, temperature=0.0), False)
         try:
             await asyncio.wait_for(collect(request, tm, [s]), 60)
-        except (asyncio.TimeoutError, ApiError) as e:
+        except (TimeoutError, ApiError) as e:
             return JSONResponse(ApiError(f"health generation failed: {e}", 503, type="server_error").body(), 503)
         return JSONResponse({"status": "ok", "output_ids": s.output_ids})
 

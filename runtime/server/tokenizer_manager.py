@@ -215,7 +215,7 @@ class TokenizerManager:
         try:
             await self.to_sched.send_pyobj(RpcReq(call_id, method))
             reply = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ApiError(f"the scheduler did not answer {method} in {timeout:.0f}s", 503, type="server_error") from None
         finally:
             self.rpc_waiters.pop(call_id, None)

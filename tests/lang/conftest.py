@@ -13,12 +13,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from arborlm.runtime.pyproc import python_module_argv
 
 REPO = Path(__file__).resolve().parents[2]
 PORT_RANGE = range(31000, 31100)
@@ -40,7 +41,7 @@ class Server:
     def __init__(self, model: str, log_path: Path, *extra: str) -> None:
         self.port = free_port_in_range()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "arborlm.runtime.cli", "serve", "--model", model, "--port", str(self.port),
+        cmd = [*python_module_argv("arborlm.runtime.cli"), "serve", "--model", model, "--port", str(self.port),
                "--num-threads", "1", *extra]
         self.log_path = log_path
         with open(log_path, "wb") as log:

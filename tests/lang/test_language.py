@@ -4,7 +4,6 @@ role rendering, select scoring rules."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
@@ -12,6 +11,7 @@ import arborlm as al
 from arborlm.backends.base import CallMeta, GenResult, HFChatTemplate, SelectResult
 from arborlm.ir import Gen, Role, Select, Seq, Text
 from arborlm.programs import ProgramError
+from arborlm.runtime.pyproc import python_code_argv
 from arborlm.select_scoring import SCORERS, split_choice_tokens
 
 
@@ -22,7 +22,7 @@ def test_import_is_cheap():
             "    s += al.user(q) + al.assistant(al.gen('a', max_tokens=4))\n"
             "heavy = [m for m in ('torch', 'transformers', 'numpy', 'httpx') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run(python_code_argv(code), check=True, timeout=60)
 
 
 def test_expressions_build_ir():

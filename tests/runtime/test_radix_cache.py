@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from kv_check import Slots, snapshot
 
+from arborlm.runtime.pyproc import python_code_argv
 from arborlm.runtime.radix_cache import NoCache, RadixCache, RadixNode, make_cache
 
 
@@ -257,7 +258,7 @@ def test_module_imports_no_torch_or_numpy() -> None:
         "import sys, arborlm.runtime.radix_cache; "
         "bad = {'torch', 'numpy'} & set(sys.modules); assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run(python_code_argv(code), check=True)
 
 
 # ---------------------------------------------------------------- property test

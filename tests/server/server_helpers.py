@@ -6,13 +6,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from arborlm.runtime.pyproc import python_module_argv
 
 API_KEY = "test-key-123"
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ class ServerProc:
 def start_server(model: str, tmp: Path, *extra: str, api_key: str | None = None,
                  env: dict[str, str] | None = None) -> ServerProc:
     port = free_port()
-    cmd = [sys.executable, "-m", "arborlm.runtime.cli", "serve", "--model", model, "--host", "127.0.0.1",
+    cmd = [*python_module_argv("arborlm.runtime.cli"), "serve", "--model", model, "--host", "127.0.0.1",
            "--port", str(port), "--num-threads", "1", *extra]
     if api_key:
         cmd += ["--api-key", api_key]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
@@ -12,9 +11,11 @@ import psutil
 import pytest
 from server_helpers import start_server
 
+from arborlm.runtime.pyproc import python_module_argv
+
 
 def test_serve_help_documents_flags() -> None:
-    out = subprocess.run([sys.executable, "-m", "arborlm.runtime.cli", "serve", "--help"], capture_output=True,
+    out = subprocess.run([*python_module_argv("arborlm.runtime.cli"), "serve", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for flag in ("--model", "--host", "--port", "--dtype", "--max-total-tokens", "--chunked-prefill-size",
                  "--schedule-policy", "--disable-radix-cache", "--api-key", "--log-level"):
