@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from arborlm.runtime.config import EngineConfig, default_cache_dir
+from arborlm.runtime.cpu_info import has_fast_bf16
 
 # Architectures our executor implements (runtime/models/llama.py); all are "Llama-family".
 SUPPORTED_ARCHITECTURES = (
@@ -47,17 +48,8 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype == "auto":
         if device.startswith("cuda"):
             return torch.bfloat16
-        return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+        return torch.bfloat16 if has_fast_bf16() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def find_embedded_gguf() -> str:

@@ -22,6 +22,7 @@ import statistics
 import time
 from typing import Any
 
+from arborlm.runtime.bench.provenance import emit
 from arborlm.runtime.data import DATA_DIR as DATA
 
 CHARACTER_SCHEMA: dict[str, Any] = {
@@ -198,13 +199,13 @@ def run(args: argparse.Namespace) -> int:
         from arborlm.constrain.coverage import coverage_report
 
         for row in coverage_report(DATA):
-            print(json.dumps({"bench": "json", "result": "coverage", **row}), flush=True)
+            emit({"bench": "json", "result": "coverage", **row})
         if args.generate:
             from arborlm.runtime.bench.schema_generation import generate_and_validate
 
             engine = Engine(model=args.model, dtype=args.dtype, max_total_tokens=32768)
             for row in generate_and_validate(engine, DATA):
-                print(json.dumps({"bench": "json", "result": "generate-validate", **row}), flush=True)
+                emit({"bench": "json", "result": "generate-validate", **row})
         return 0
     if args.rows:  # the table from rows printed by earlier runs (e.g. one run per engine)
         from arborlm.runtime.bench.json_table import markdown_table
@@ -226,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
             for row in compile_time_report(args.model, DATA, cap_s=args.compile_cap_s, backend=backend, checks=checks,
                                            limit_per_subset=args.compile_limit or None):
                 rows.append(row)
-                print(json.dumps(row), flush=True)
+                emit(row)
         if args.table:
             from arborlm.runtime.bench.json_table import markdown_table
 
@@ -237,19 +238,19 @@ def run(args: argparse.Namespace) -> int:
     if "cards" in parts:
         for backend in backends:
             engine = Engine(model=args.model, dtype=args.dtype, max_total_tokens=32768, grammar_backend=backend)
-            print(json.dumps(bench_character_cards(engine, args.num_names)), flush=True)
+            emit(bench_character_cards(engine, args.num_names))
             engine.shutdown()
         if not set(parts) - {"cards", *schema_parts}:
             return 0
     engine = Engine(model=args.model, dtype=args.dtype, max_total_tokens=32768)
     if "mask-overhead" in parts:
-        print(json.dumps(bench_mask_overhead(engine)), flush=True)
+        emit(bench_mask_overhead(engine))
     if "jump-forward" in parts:
-        print(json.dumps(bench_jump_forward(engine, args.num_names)), flush=True)
+        emit(bench_jump_forward(engine, args.num_names))
     if "outlines-peer" in parts:
         from arborlm.runtime.bench.json_peers import bench_outlines_peer
 
-        print(json.dumps(bench_outlines_peer(engine, args.peer_num_names)), flush=True)
+        emit(bench_outlines_peer(engine, args.peer_num_names))
     engine.shutdown()
     return 0
 

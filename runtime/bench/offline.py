@@ -12,13 +12,13 @@ Prints one JSON line per workload.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from typing import Any
 
 import torch
 
+from arborlm.runtime.bench.provenance import emit
 from arborlm.runtime.data import WORKLOADS as DATA
 from arborlm.runtime.data import read_jsonl
 
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.workloads.split(","):
         prompts, max_new = workloads[name]()
         max_new = args.max_new_tokens or max_new
-        print(json.dumps(run_workload(name, prompts, max_new, engine, hf_model, args)), flush=True)
+        emit(run_workload(name, prompts, max_new, engine, hf_model, args))
     return 0
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -25,6 +23,8 @@ from arborlm.runtime.bench.peers_inputs import GenInputs
 from arborlm.runtime.bench.peers_report import SystemOutcome, add_ratios, summarize_outcome
 from arborlm.runtime.bench.peers_systems import ARBORLM
 from arborlm.runtime.bench.peers_workloads import WORKLOAD_GROUPS, Workload, build_workloads
+from arborlm.runtime.bench.provenance import emit
+from arborlm.runtime.cpu_info import cpu_name
 
 DEFAULT_WORKLOADS = "few-shot,chat,latency,json,batched-decode,react"
 
@@ -84,17 +84,6 @@ def run_workload(ctx: Any, workload: Workload, systems: list[str] | None, repeat
     return add_ratios(lines)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return platform.processor() or platform.machine()
-    return platform.processor() or platform.machine()
-
-
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run: every option that differs from its default."""
     parts = ["arborlm", "bench", "peers"]
@@ -112,7 +101,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run_header(ctx: Any, command: str) -> dict[str, Any]:
     return {"bench": "peers", "kind": "run", "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{_cpu_name()}, {os.cpu_count()} cores", "model": ctx.args.model, "model_path": ctx.model_path,
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores", "model": ctx.args.model, "model_path": ctx.model_path,
             "gguf": ctx.gguf_path(), "dtype": ctx.dtype, "threads": ctx.threads, "repeats": ctx.args.repeats,
             "command": command}
 
@@ -162,10 +151,10 @@ def run(args: argparse.Namespace) -> int:
     out = open(args.jsonl, "w") if args.jsonl else None  # noqa: SIM115 - closed below
     try:
         for line in lines:
-            _emit(line, out)
+            emit(line, out)
         for workload in workloads:
             for line in run_workload(ctx, workload, systems, max(1, args.repeats)):
-                _emit(line, out)
+                emit(line, out)
                 lines.append(line)
     finally:
         ctx.close()
@@ -173,14 +162,6 @@ def run(args: argparse.Namespace) -> int:
             out.close()
     _render(lines, args)
     return 0
-
-
-def _emit(line: dict[str, Any], out: Any) -> None:
-    text = json.dumps(line)
-    print(text, flush=True)
-    if out is not None:
-        out.write(text + "\n")
-        out.flush()
 
 
 def add_peers_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -15,11 +15,12 @@ timed run. One JSON line per workload.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from functools import partial
 from typing import Any
+
+from arborlm.runtime.bench.provenance import emit
 
 
 def _median(xs: list[float]) -> float:
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         for name in workloads:
             if name not in runners:
                 raise SystemExit(f"unknown workload {name!r}; choose from {sorted(runners)}")
-            print(json.dumps(runners[name]()), flush=True)
+            emit(runners[name]())
     finally:
         backend.close()
     return 0

@@ -15,7 +15,6 @@ include "none", first by default).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from arborlm.runtime.bench.offline import few_shot_prompts
+from arborlm.runtime.bench.provenance import emit
 from arborlm.runtime.data import WORKLOADS as DATA
 from arborlm.runtime.data import read_jsonl
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                                "gsm8k_questions": args.num_gsm8k}
         if base_ppl is not None:
             row["ppl_change_vs_none"] = round(ppl / base_ppl - 1.0, 4)
-        print(json.dumps(row), flush=True)
+        emit(row)
     return 0
 
 

@@ -15,7 +15,6 @@ per (workload, system), with ratios against unquantized arborlm and against llam
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from arborlm.runtime.bench.provenance import emit
 from arborlm.runtime.data import WORKLOADS as DATA
 from arborlm.runtime.data import read_jsonl
 
@@ -105,7 +105,7 @@ def _systems(args: argparse.Namespace) -> list[Any]:
         if args.model in EMBEDDED_MODELS:  # the peer runs the embedded GGUF only
             systems.append(LlamaCppSystem(args))
     except ImportError:
-        print(json.dumps({"bench": "offline", "note": "llama-cpp-python is not installed: no llama.cpp peer"}))
+        emit({"bench": "offline", "note": "llama-cpp-python is not installed: no llama.cpp peer"})
     first = systems[0]
     systems.append(TransformersSystem(first.engine.scheduler.model_path, first.engine.scheduler.runner.dtype,
                                       first.tokenizer))
@@ -148,5 +148,5 @@ def run_quant(args: argparse.Namespace) -> int:
                 row["vs_arborlm_none"] = round(tok_s[s.name] / base, 2)
             if peer:
                 row["vs_llama_cpp"] = round(tok_s[s.name] / peer, 2)
-            print(json.dumps(row), flush=True)
+            emit(row)
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import random
 import statistics
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arborlm.runtime import policy
+from arborlm.runtime.bench.provenance import emit
 from arborlm.runtime.config import EngineConfig
 from arborlm.runtime.kv_manager import KVManager
 from arborlm.runtime.radix_cache import RadixCache, RadixNode
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(args: argparse.Namespace) -> int:
     for line in run(args):
-        print(json.dumps(line), flush=True)
+        emit(line)
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from arborlm.runtime.bench.provenance import emit
 from arborlm.runtime.data import workload
 
 MT_BENCH = workload("mt_bench_question.jsonl")
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
             line["ratio_vs_first"] = {k: line[k] / first[k] if first[k] else None for k in _RATIO_KEYS}
             line["ratio_vs_first"]["ttft_p50"] = (line["ttft_ms"]["p50"] / first["ttft_ms"]["p50"]
                                                   if first["ttft_ms"]["p50"] else None)
-        print(json.dumps(line), flush=True)
+        emit(line)
     return 0
 
 
