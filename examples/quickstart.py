@@ -17,7 +17,7 @@ def qa(s, question):
 
 def main() -> None:
     al.set_default_backend(al.Engine(model="smollm2"))
-    state = qa.run(question="What is the capital of France?", temperature=0)
+    state = qa.run(question="What is the capital of France? Answer in one sentence.", temperature=0)
     print("answer:", state["answer"])
     print("messages:", state.messages())
     print("meta:", state.meta())
